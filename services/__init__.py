@@ -1,0 +1,1 @@
+"""The shop's domain services, one package each, all of the same shape."""

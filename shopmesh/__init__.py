@@ -1,0 +1,1 @@
+"""shopmesh: the shared platform every service stands on."""
