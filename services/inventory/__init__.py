@@ -1,0 +1,1 @@
+"""Inventory: the product catalogue, stock levels and reservations."""

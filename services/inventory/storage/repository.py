@@ -1,0 +1,122 @@
+"""Loads and saves inventory's aggregates; the only code that writes its tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from services.inventory.domain import Item, Product, Reservation, ReservationStatus
+from services.inventory.storage.tables import products, reservation_items, reservations
+from shopmesh import uow
+from shopmesh.paging import page_size
+
+
+def _product(row: sa.Row[tuple[object, ...]]) -> Product:
+    return Product(**row._asdict())
+
+
+class ProductRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get_many(self, product_ids: Iterable[str]) -> dict[str, Product]:
+        rows = await self.session.execute(
+            sa.select(products).where(products.c.product_id.in_(set(product_ids)))
+        )
+        return {row.product_id: _product(row) for row in rows}
+
+    async def get(self, product_id: str) -> Product | None:
+        return (await self.get_many([product_id])).get(product_id)
+
+    async def add(self, product: Product) -> None:
+        await self.session.execute(sa.insert(products).values(**vars(product)))
+
+    async def save(self, product: Product) -> None:
+        await self.session.execute(
+            sa.update(products)
+            .where(products.c.product_id == product.product_id)
+            .values(available=product.available, reserved=product.reserved)
+        )
+
+    async def count(self) -> int:
+        return (await self.session.scalar(sa.select(sa.func.count()).select_from(products))) or 0
+
+
+class ReservationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, order_id: str) -> Reservation | None:
+        header = await self.session.scalar(
+            sa.select(reservations.c.status).where(reservations.c.order_id == order_id)
+        )
+        if header is None:
+            return None
+        items = await self.session.execute(
+            sa.select(reservation_items.c.product_id, reservation_items.c.quantity)
+            .where(reservation_items.c.order_id == order_id)
+            .order_by(reservation_items.c.product_id)
+        )
+        return Reservation(
+            order_id=order_id,
+            items=[Item(row.product_id, row.quantity) for row in items],
+            status=ReservationStatus(header),
+        )
+
+    async def add(self, reservation: Reservation) -> None:
+        await self.session.execute(
+            sa.insert(reservations).values(
+                order_id=reservation.order_id, status=reservation.status, created_at=uow.now()
+            )
+        )
+        await self.session.execute(
+            sa.insert(reservation_items),
+            [
+                {
+                    "order_id": reservation.order_id,
+                    "product_id": i.product_id,
+                    "quantity": i.quantity,
+                }
+                for i in reservation.items
+            ],
+        )
+
+    async def save(self, reservation: Reservation) -> None:
+        await self.session.execute(
+            sa.update(reservations)
+            .where(reservations.c.order_id == reservation.order_id)
+            .values(status=reservation.status)
+        )
+
+
+class UnitOfWork(uow.UnitOfWork):
+    products: ProductRepository
+    reservations: ReservationRepository
+
+    def open_repositories(self) -> None:
+        self.products = ProductRepository(self.session)
+        self.reservations = ReservationRepository(self.session)
+
+
+# Queries: reads that need no aggregate and no write transaction.
+
+
+async def list_products(
+    conn: AsyncConnection, size: int, after: str | None
+) -> tuple[Sequence[Product], str | None]:
+    """One page of products in id order and the id to continue after, if any."""
+    query = sa.select(products).order_by(products.c.product_id).limit(page_size(size) + 1)
+    if after is not None:
+        query = query.where(products.c.product_id > after)
+    rows = [_product(row) for row in await conn.execute(query)]
+    page = rows[: page_size(size)]
+    return page, (page[-1].product_id if len(rows) > len(page) else None)
+
+
+async def get_product(conn: AsyncConnection, product_id: str) -> Product | None:
+    row = (
+        await conn.execute(sa.select(products).where(products.c.product_id == product_id))
+    ).first()
+    return None if row is None else _product(row)

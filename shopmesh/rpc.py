@@ -1,0 +1,120 @@
+"""One gRPC server interceptor for every service: validate, then map errors to codes.
+
+Every unary request is checked against its protovalidate rules before the servicer
+sees it; a violation answers INVALID_ARGUMENT with a `google.rpc.BadRequest` listing
+each field. Domain errors become their gRPC codes; anything unexpected becomes INTERNAL
+with a short message, and the traceback goes to the log only.
+
+Errors are sent with `context.abort` before any response message, so the status travels
+in the response headers (a trailers-only response): Envoy counts a gRPC error for
+retries and outlier detection only when it arrives that way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeAlias
+
+import grpc
+import protovalidate
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from shopmesh import errors
+
+log = logging.getLogger(__name__)
+
+_CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+_validator = protovalidate.Validator()
+
+# What a servicer method receives beside its request.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+def field_path(violation: protovalidate.Violation) -> str:
+    """`lines[0].quantity` from a protovalidate field path."""
+    parts: list[str] = []
+    elements: list[Any] = list(violation.proto.field.elements) if violation.proto.field else []
+    for element in elements:
+        # protovalidate's own message runtime: the oneof is an object with a `.value`.
+        subscript = getattr(element.subscript, "value", None)
+        parts.append(element.field_name + ("" if subscript is None else f"[{subscript}]"))
+    return ".".join(parts)
+
+
+def bad_request(message: Message) -> status_pb2.Status | None:
+    """The INVALID_ARGUMENT status for `message`, or None when it is valid."""
+    violations = _validator.collect_violations(message)
+    if not violations:
+        return None
+    details = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(
+                field=field_path(v), description=f"{v.proto.message} [{v.proto.rule_id}]"
+            )
+            for v in violations
+        ]
+    )
+    fields = ", ".join(sorted({fv.field or "(message)" for fv in details.field_violations}))
+    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=f"invalid {fields}")
+    status.details.add().Pack(details)
+    return status
+
+
+async def abort_with(
+    context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Status
+) -> NoReturn:
+    converted = rpc_status.to_status(status)
+    await context.abort(converted.code, converted.details, converted.trailing_metadata)
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+def _wrap(behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        invalid = bad_request(request)
+        if invalid is not None:
+            await abort_with(context, invalid)
+        try:
+            return await behavior(request, context)
+        except errors.DomainError as error:
+            code = next(c for kind, c in _CODES.items() if isinstance(error, kind))
+            await context.abort(code, str(error))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", method)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+    return handle
+
+
+class ValidationAndErrorsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        # Health and reflection are not ours to validate; streaming RPCs have no rules.
+        if handler is None or handler.unary_unary is None or not method.startswith("/shop."):
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap(handler.unary_unary, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,132 @@
+"""Run one service instance: migrations, gRPC server, health, reflection, shutdown.
+
+Every service's `main` builds a `ServiceSpec` and calls `run(spec)`. The order of
+start-up is the readiness contract: health says SERVING only after migrations ran, the
+service's own start-up work finished and every sync dependency answered its health
+check; it says NOT_SERVING the moment shutdown starts, before in-flight calls drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from shopmesh import logs
+from shopmesh.config import ServiceConfig
+from shopmesh.db import Database
+from shopmesh.rpc import ValidationAndErrorsInterceptor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What a running instance has: its config, database and channels to dependencies."""
+
+    config: ServiceConfig
+    db: Database
+    channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    outbox_signal: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    # Full gRPC service names served (for health and reflection).
+    grpc_services: Sequence[str]
+    migrations: Path
+    # Register the servicers on the server.
+    register: Callable[[grpc.aio.Server, Runtime], None]
+    # Sync dependencies, by service name (topology.yaml's depends_on).
+    dependencies: Sequence[str] = ()
+    # Work to do once before serving, for example seeding a catalogue.
+    on_start: Callable[[Runtime], Awaitable[None]] | None = None
+
+
+async def wait_until_serving(channel: grpc.aio.Channel, name: str, timeout: float) -> None:
+    """Poll a dependency's health until SERVING; raise TimeoutError after `timeout`."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout
+    delay = 0.05
+    while True:
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.aio.AioRpcError:
+            pass
+        if loop.time() > give_up:
+            raise TimeoutError(f"dependency {name} not SERVING after {timeout:.0f}s")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+async def serve(
+    spec: ServiceSpec,
+    config: ServiceConfig,
+    started: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until `stop` is set; `started` is set once SERVING."""
+    stop = stop or asyncio.Event()
+    runtime = Runtime(config=config, db=Database(config.db_url))
+    for dependency in spec.dependencies:
+        runtime.channels[dependency] = grpc.aio.insecure_channel(config.upstream(dependency))
+
+    server = grpc.aio.server(interceptors=[ValidationAndErrorsInterceptor()])
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    spec.register(server, runtime)
+    reflection.enable_server_reflection(
+        [*spec.grpc_services, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    for name in ("", *spec.grpc_services):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    port = server.add_insecure_port(config.grpc_addr)
+    await server.start()
+    log.info("%s listening on port %d (not serving yet)", config.instance, port)
+
+    try:
+        await runtime.db.migrate(spec.migrations)
+        if spec.on_start is not None:
+            await spec.on_start(runtime)
+        for name, channel in runtime.channels.items():
+            await wait_until_serving(channel, name, timeout=60)
+        for name in ("", *spec.grpc_services):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("%s serving", config.instance)
+        if started is not None:
+            started.set()
+        await stop.wait()
+    finally:
+        log.info("%s draining (grace %.1fs)", config.instance, config.shutdown_grace)
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(config.shutdown_grace)
+        for channel in runtime.channels.values():
+            await channel.close()
+        await runtime.db.dispose()
+        log.info("%s stopped", config.instance)
+
+
+def run(spec: ServiceSpec) -> None:
+    """Entry point of `python -m services.<name>`."""
+    config = ServiceConfig.from_env(spec.name)
+    logs.configure(config.instance)
+    asyncio.run(_serve_until_signalled(spec, config))
+
+
+async def _serve_until_signalled(spec: ServiceSpec, config: ServiceConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(spec, config, stop=stop)

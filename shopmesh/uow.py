@@ -1,0 +1,111 @@
+"""Unit of work: one database transaction, with the events it produced in the outbox.
+
+A handler changes state through the repositories of a unit of work and `emit`s domain
+events; `commit` writes those events to the outbox table in the same transaction, so an
+event exists if and only if its state change does (the relay publishes it later).
+Leaving the block without `commit` rolls everything back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+import sqlalchemy as sa
+from google.protobuf.message import Message
+from opentelemetry import propagate
+from shop.common.v1.common_pb2 import EventMeta
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shopmesh.db import Database, outbox, processed_events
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UnitOfWork:
+    """Base class; a service's subclass opens its repositories in `open_repositories`."""
+
+    session: AsyncSession
+
+    def __init__(self, db: Database, producer: str, outbox_signal: asyncio.Event | None = None):
+        self.db = db
+        self.producer = producer
+        self._outbox_signal = outbox_signal
+        self._pending: list[tuple[str, Message]] = []
+
+    def open_repositories(self) -> None:
+        """Create the service's repositories on `self.session`."""
+
+    async def __aenter__(self) -> Self:
+        self.session = AsyncSession(self.db.writer, expire_on_commit=False)
+        self._pending = []
+        self.open_repositories()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.session.rollback()
+        await self.session.close()
+
+    def emit(self, subject: str, event: Message) -> str:
+        """Queue `event` for the outbox; stamps its `meta` and returns the event id."""
+        event_id = str(uuid.uuid4())
+        meta: EventMeta = event.meta  # type: ignore[attr-defined]  # field 1 of every event
+        meta.event_id = event_id
+        meta.producer = self.producer
+        meta.occurred_at.FromDatetime(now())
+        self._pending.append((subject, event))
+        return event_id
+
+    async def commit(self) -> None:
+        if self._pending:
+            await self.session.execute(
+                sa.insert(outbox),
+                [
+                    {
+                        "event_id": event.meta.event_id,  # type: ignore[attr-defined]
+                        "subject": subject,
+                        "event_type": event.DESCRIPTOR.full_name,
+                        "payload": event.SerializeToString(deterministic=True),
+                        "traceparent": current_traceparent(),
+                        "created_at": now(),
+                    }
+                    for subject, event in self._pending
+                ],
+            )
+        await self.session.commit()
+        if self._pending and self._outbox_signal is not None:
+            self._outbox_signal.set()  # wake the relay instead of letting it poll
+        self._pending = []
+
+    async def mark_processed(self, consumer: str, event_id: str) -> bool:
+        """Record that `consumer` handled `event_id`; False if it already had.
+
+        Called in the same transaction as the handler's effect, so both commit or neither.
+        """
+        insert = (
+            postgresql.insert if self.db.url.get_backend_name() == "postgresql" else sqlite.insert
+        )(processed_events)
+        result = await self.session.execute(
+            insert.values(
+                consumer=consumer, event_id=event_id, processed_at=now()
+            ).on_conflict_do_nothing()
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def current_traceparent() -> str:
+    """The W3C traceparent of the active span, captured with each outbox row."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", "")
