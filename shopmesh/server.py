@@ -22,7 +22,9 @@ from grpc_reflection.v1alpha import reflection
 from shopmesh import logs
 from shopmesh.config import ServiceConfig
 from shopmesh.db import Database
+from shopmesh.events import Subscription
 from shopmesh.rpc import ValidationAndErrorsInterceptor
+from shopmesh.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,10 @@ class ServiceSpec:
     dependencies: Sequence[str] = ()
     # Work to do once before serving, for example seeding a catalogue.
     on_start: Callable[[Runtime], Awaitable[None]] | None = None
+    # The events this service consumes and their handlers (services/<name>/events.py).
+    subscriptions: Callable[[Runtime], Sequence[Subscription]] | None = None
+    # The unit of work the bus opens around each handler.
+    unit_of_work: type[UnitOfWork] = UnitOfWork
 
 
 async def wait_until_serving(channel: grpc.aio.Channel, name: str, timeout: float) -> None:

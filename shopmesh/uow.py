@@ -12,7 +12,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
@@ -22,6 +22,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shopmesh.db import Database, outbox, processed_events
+from shopmesh.subjects import subject_of
+
+if TYPE_CHECKING:
+    from shopmesh.server import Runtime
 
 
 def now() -> datetime:
@@ -38,6 +42,11 @@ class UnitOfWork:
         self.producer = producer
         self._outbox_signal = outbox_signal
         self._pending: list[tuple[str, Message]] = []
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime) -> Self:
+        """A unit of work on the instance's database that wakes its outbox relay."""
+        return cls(runtime.db, runtime.config.instance, runtime.outbox_signal)
 
     def open_repositories(self) -> None:
         """Create the service's repositories on `self.session`."""
@@ -57,14 +66,14 @@ class UnitOfWork:
         await self.session.rollback()
         await self.session.close()
 
-    def emit(self, subject: str, event: Message) -> str:
+    def emit(self, event: Message) -> str:
         """Queue `event` for the outbox; stamps its `meta` and returns the event id."""
         event_id = str(uuid.uuid4())
         meta: EventMeta = event.meta  # type: ignore[attr-defined]  # field 1 of every event
         meta.event_id = event_id
         meta.producer = self.producer
         meta.occurred_at.FromDatetime(now())
-        self._pending.append((subject, event))
+        self._pending.append((subject_of(event), event))
         return event_id
 
     async def commit(self) -> None:

@@ -31,7 +31,7 @@ class InventoryApi(inventory_pb2_grpc.InventoryServiceServicer):
         self.runtime = runtime
 
     def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.runtime.db, self.runtime.config.instance, self.runtime.outbox_signal)
+        return UnitOfWork.for_runtime(self.runtime)
 
     async def ListProducts(
         self, request: inventory_pb2.ListProductsRequest, context: Context

@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
-from services.inventory import handlers
+from services.inventory import events, handlers
 from services.inventory.api import InventoryApi
 from services.inventory.storage import UnitOfWork
 from shopmesh.server import Runtime, ServiceSpec, run
@@ -18,7 +18,7 @@ def register(server: grpc.aio.Server, runtime: Runtime) -> None:
 
 
 async def on_start(runtime: Runtime) -> None:
-    await handlers.seed_catalogue(UnitOfWork(runtime.db, runtime.config.instance))
+    await handlers.seed_catalogue(UnitOfWork.for_runtime(runtime))
 
 
 SPEC = ServiceSpec(
@@ -27,6 +27,8 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).parent / "storage" / "migrations",
     register=register,
     on_start=on_start,
+    subscriptions=events.subscriptions,
+    unit_of_work=UnitOfWork,
 )
 
 
