@@ -88,9 +88,9 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelOrder(self, request, context):
-        """Cancels an order. A PENDING order is cancelled when its saga reaches a safe point; a
-        CONFIRMED order starts the compensation (release stock, refund) and becomes
-        CANCELLED when the refund is done. FAILED_PRECONDITION for an order already cancelled.
+        """Cancels a CONFIRMED order: it becomes CANCELLING, the compensation releases its stock
+        and refunds its payment, and it becomes CANCELLED. FAILED_PRECONDITION for an order
+        still PENDING (its saga is under way; retry once it has ended) or already cancelled.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
