@@ -21,6 +21,7 @@ class ServiceConfig:
     grpc_addr: str
     var_dir: Path
     db_url: str
+    # Empty: run without the event bus (servicer tests).
     nats_url: str
     # Where this instance reaches each sync dependency: its sidecar's egress listener in
     # the mesh, the dependency itself when run alone.

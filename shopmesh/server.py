@@ -9,6 +9,7 @@ check; it says NOT_SERVING the moment shutdown starts, before in-flight calls dr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shopmesh import logs
+from shopmesh.bus import run_bus
 from shopmesh.config import ServiceConfig
 from shopmesh.db import Database
 from shopmesh.events import Subscription
@@ -101,12 +103,14 @@ async def serve(
     await server.start()
     log.info("%s listening on port %d (not serving yet)", config.instance, port)
 
+    bus: asyncio.Task[None] | None = None
     try:
         await runtime.db.migrate(spec.migrations)
         if spec.on_start is not None:
             await spec.on_start(runtime)
         for name, channel in runtime.channels.items():
             await wait_until_serving(channel, name, timeout=60)
+        bus = start_bus(spec, runtime, stop)
         for name in ("", *spec.grpc_services):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("%s serving", config.instance)
@@ -117,10 +121,44 @@ async def serve(
         log.info("%s draining (grace %.1fs)", config.instance, config.shutdown_grace)
         await health_servicer.enter_graceful_shutdown()
         await server.stop(config.shutdown_grace)
+        if bus is not None:
+            bus.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await bus
         for channel in runtime.channels.values():
             await channel.close()
         await runtime.db.dispose()
         log.info("%s stopped", config.instance)
+
+
+def start_bus(
+    spec: ServiceSpec, runtime: Runtime, stop: asyncio.Event
+) -> asyncio.Task[None] | None:
+    """Relay the outbox and run the consumers in the background (none without NATS)."""
+    config = runtime.config
+    if not config.nats_url:
+        return None
+    subscriptions = spec.subscriptions(runtime) if spec.subscriptions else []
+    task = asyncio.create_task(
+        run_bus(
+            config.nats_url,
+            config.instance,
+            runtime.db,
+            runtime.outbox_signal,
+            subscriptions,
+            lambda: spec.unit_of_work.for_runtime(runtime),
+        ),
+        name=f"{config.instance}-bus",
+    )
+
+    def on_done(done: asyncio.Task[None]) -> None:
+        # A process whose bus died must not look healthy: stop it, the runner reports it.
+        if not done.cancelled() and done.exception() is not None:
+            log.error("event bus failed; stopping", exc_info=done.exception())
+            stop.set()
+
+    task.add_done_callback(on_done)
+    return task
 
 
 def run(spec: ServiceSpec) -> None:

@@ -36,7 +36,11 @@ class RunningService:
 
 
 def _config(
-    spec: ServiceSpec, var_dir: Path, upstreams: Mapping[str, str] | None, instance: str | None
+    spec: ServiceSpec,
+    var_dir: Path,
+    upstreams: Mapping[str, str] | None,
+    instance: str | None,
+    nats_url: str = "",
 ) -> ServiceConfig:
     return ServiceConfig(
         service=spec.name,
@@ -44,7 +48,7 @@ def _config(
         grpc_addr=f"127.0.0.1:{free_port()}",
         var_dir=var_dir,
         db_url=default_db_url(var_dir, spec.name),
-        nats_url="nats://127.0.0.1:1",  # no events in servicer tests
+        nats_url=nats_url,  # empty: no event bus (servicer tests)
         upstreams=dict(upstreams or {}),
         shutdown_grace=1.0,
     )
@@ -56,9 +60,10 @@ async def running(
     var_dir: Path,
     upstreams: Mapping[str, str] | None = None,
     instance: str | None = None,
+    nats_url: str = "",
 ) -> AsyncIterator[RunningService]:
     """Start `spec` in-process; stop it (with drain) when the block ends."""
-    config = _config(spec, var_dir, upstreams, instance)
+    config = _config(spec, var_dir, upstreams, instance, nats_url)
     address = config.grpc_addr
     started, stop = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(serve(spec, config, started=started, stop=stop))
