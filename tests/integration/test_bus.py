@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def nats_srv(tmp_path: Path) -> AsyncIterator[NatsServer]:
+def nats_srv(tmp_path: Path) -> Iterator[NatsServer]:
     with nats_server(tmp_path / "nats") as server:
         yield server
 
@@ -76,7 +76,7 @@ async def messages(js: JetStreamContext, stream: str, subject: str) -> list[RawS
         info = await js.stream_info(stream)
     except nats.js.errors.NotFoundError:
         return []
-    found = []
+    found: list[RawStreamMsg] = []
     if not info.state.messages:
         return found
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
@@ -109,7 +109,9 @@ def paid(order_id: str, quantity: int = 2) -> payment_events.PaymentCompleted:
 
 async def mug(inventory: RunningService) -> inventory_pb2.Product:
     stub = InventoryServiceStub(inventory.channel)
-    return (await stub.GetProduct(inventory_pb2.GetProductRequest(product_id="sku-mug"))).product
+    reply = await stub.GetProduct(inventory_pb2.GetProductRequest(product_id="sku-mug"))
+    product: inventory_pb2.Product = reply.product
+    return product
 
 
 async def test_an_event_is_handled_and_the_next_one_relayed(
