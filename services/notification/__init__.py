@@ -1,0 +1,1 @@
+"""Notification: the messages users get when their orders reach an end state."""

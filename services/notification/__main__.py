@@ -1,0 +1,3 @@
+from services.notification.main import main
+
+main()
