@@ -25,6 +25,7 @@ SUBJECTS: dict[type[Message], str] = {
     inventory_events.StockReleased: "shop.inventory.stock_released",
 }
 
+# Full protobuf name (the Shop-Event-Type header) -> message class.
 EVENT_TYPES: dict[str, type[Message]] = {cls.DESCRIPTOR.full_name: cls for cls in SUBJECTS}
 
 

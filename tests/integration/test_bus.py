@@ -26,7 +26,7 @@ from shop.payment.v1 import events_pb2 as payment_events
 
 from services.inventory.main import SPEC
 from services.inventory.storage import UnitOfWork
-from shopmesh import bus
+from shopmesh import bus, dlq
 from shopmesh.db import Database
 from shopmesh.subjects import subject_of
 from tests.support.inprocess import RunningService, running
@@ -216,3 +216,23 @@ async def test_the_relay_catches_up_after_nats_was_away(
         with pytest.raises(asyncio.CancelledError):
             await relay_task
         await db.dispose()
+
+
+async def test_a_dead_letter_replayed_after_the_fix_completes(
+    inventory: RunningService, js: JetStreamContext
+) -> None:
+    order_id = str(uuid.uuid4())
+    # The release comes so early that it runs out of attempts: dead-lettered.
+    await publish(js, order_events.OrderCancellationRequested(order_id=order_id))
+    await wait_for(js, "DLQ", "shop.dlq.inventory-cancellation-requested", 1)
+    [letter] = [letter for letter in await dlq.list_letters(js) if order_id in letter.event_json()]
+    assert letter.consumer == "inventory-cancellation-requested"
+    # The cause goes away (the payment arrives and stock is reserved), then replay.
+    await publish(js, paid(order_id))
+    await wait_for(js, "INVENTORY", "shop.inventory.stock_reserved", 1)
+    await dlq.replay(js, letter.seq)
+    released = await wait_for(js, "INVENTORY", "shop.inventory.stock_released", 1)
+    assert [
+        inventory_events.StockReleased.FromString(m.data or b"").order_id for m in released
+    ] == [order_id]
+    assert await dlq.get_letter(js, letter.seq) is None
