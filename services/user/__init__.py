@@ -1,0 +1,1 @@
+"""User: accounts, their credentials and the signed access tokens the gateway verifies."""
