@@ -1,0 +1,56 @@
+"""Loads and saves users; the only code that writes user's tables."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from services.user.domain import EmailTaken, Role, User
+from services.user.storage.tables import users
+from shopmesh import uow
+
+
+def _user(row: sa.Row[tuple[object, ...]]) -> User:
+    user = User(**row._asdict())
+    user.role = Role(user.role)
+    # SQLite keeps no zone; every time we write is UTC.
+    if user.created_at.tzinfo is None:
+        user.created_at = user.created_at.replace(tzinfo=UTC)
+    return user
+
+
+class UserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get_by_email(self, email: str) -> User | None:
+        return await get_user_by_email(await self.session.connection(), email)
+
+    async def add(self, user: User) -> None:
+        try:
+            await self.session.execute(sa.insert(users).values(**vars(user)))
+        except sa.exc.IntegrityError as error:
+            # Another registration with this email committed after our check.
+            raise EmailTaken(user.email) from error
+
+
+class UnitOfWork(uow.UnitOfWork):
+    users: UserRepository
+
+    def open_repositories(self) -> None:
+        self.users = UserRepository(self.session)
+
+
+# Queries: reads that need no aggregate and no write transaction.
+
+
+async def get_user(conn: AsyncConnection, user_id: str) -> User | None:
+    row = (await conn.execute(sa.select(users).where(users.c.user_id == user_id))).first()
+    return None if row is None else _user(row)
+
+
+async def get_user_by_email(conn: AsyncConnection, email: str) -> User | None:
+    row = (await conn.execute(sa.select(users).where(users.c.email == email))).first()
+    return None if row is None else _user(row)
