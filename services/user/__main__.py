@@ -1,0 +1,3 @@
+from services.user.main import main
+
+main()
