@@ -1,0 +1,1 @@
+"""Payment: charges an order once, and refunds it when the saga compensates."""
