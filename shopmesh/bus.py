@@ -154,10 +154,18 @@ class Relay:
                 )
             ).all()
         for row in rows:
-            headers = {MSG_ID: row.event_id, EVENT_TYPE: row.event_type}
-            if row.traceparent:
-                headers[TRACEPARENT] = row.traceparent
-            await self.js.publish(row.subject, row.payload, timeout=5, headers=headers)
+            # The publish span continues the trace of the request that wrote the row, and
+            # its own context travels in the headers to the consumers.
+            cause = propagate.extract({TRACEPARENT: row.traceparent})
+            with tracer.start_as_current_span(
+                f"{row.subject} publish",
+                context=cause,
+                kind=trace.SpanKind.PRODUCER,
+                attributes={"messaging.system": "nats", "messaging.message.id": row.event_id},
+            ):
+                headers = {MSG_ID: row.event_id, EVENT_TYPE: row.event_type}
+                propagate.inject(headers)
+                await self.js.publish(row.subject, row.payload, timeout=5, headers=headers)
             # Mark each row as soon as it is acknowledged: a crash re-publishes at most
             # one row, which JetStream then drops as a duplicate.
             async with self.db.writer.begin() as conn:
@@ -220,6 +228,10 @@ class Consumer:
         ):
             try:
                 event = sub.event_type.FromString(message.data)
+                # Lets `shopmesh trace <order-id>` find the trace that carried an order.
+                trace.get_current_span().set_attribute(
+                    "shop.order_id", getattr(event, "order_id", "")
+                )
                 async with self.unit_of_work() as uow:
                     if await uow.mark_processed(sub.name, event.meta.event_id):  # type: ignore[attr-defined]
                         await sub.handler(event, uow)

@@ -13,6 +13,7 @@ retries and outlier detection only when it arrives that way.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeAlias
 
@@ -21,6 +22,7 @@ import protovalidate
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from opentelemetry import metrics
 
 from shopmesh import errors
 
@@ -38,6 +40,11 @@ _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
 }
 
 _validator = protovalidate.Validator()
+
+# Per-RPC latency; its count per status code gives requests and errors.
+_duration = metrics.get_meter("shopmesh.rpc").create_histogram(
+    "rpc.server.duration", unit="ms", description="Time to answer one RPC, by method and code"
+)
 
 # What a servicer method receives beside its request.
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -85,6 +92,17 @@ async def abort_with(
 
 def _wrap(behavior: UnaryBehavior, method: str) -> UnaryBehavior:
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            return await _handle(request, context)
+        finally:
+            code = context.code() or grpc.StatusCode.OK
+            _duration.record(
+                (time.perf_counter() - started) * 1000,
+                {"rpc.method": method, "rpc.grpc.status_code": code.value[0]},
+            )
+
+    async def _handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         invalid = bad_request(request)
         if invalid is not None:
             await abort_with(context, invalid)

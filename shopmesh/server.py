@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from shopmesh import logs
+from shopmesh import logs, telemetry
 from shopmesh.bus import run_bus
 from shopmesh.config import ServiceConfig
 from shopmesh.db import Database
@@ -88,9 +88,13 @@ async def serve(
     stop = stop or asyncio.Event()
     runtime = Runtime(config=config, db=Database(config.db_url))
     for dependency in spec.dependencies:
-        runtime.channels[dependency] = grpc.aio.insecure_channel(config.upstream(dependency))
+        runtime.channels[dependency] = grpc.aio.insecure_channel(
+            config.upstream(dependency), interceptors=telemetry.client_interceptors()
+        )
 
-    server = grpc.aio.server(interceptors=[ValidationAndErrorsInterceptor()])
+    server = grpc.aio.server(
+        interceptors=[telemetry.server_interceptor(), ValidationAndErrorsInterceptor()]
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     spec.register(server, runtime)
@@ -165,7 +169,11 @@ def run(spec: ServiceSpec) -> None:
     """Entry point of `python -m services.<name>`."""
     config = ServiceConfig.from_env(spec.name)
     logs.configure(config.instance)
-    asyncio.run(_serve_until_signalled(spec, config))
+    shutdown_telemetry = telemetry.configure(spec.name, config.instance)
+    try:
+        asyncio.run(_serve_until_signalled(spec, config))
+    finally:
+        shutdown_telemetry()
 
 
 async def _serve_until_signalled(spec: ServiceSpec, config: ServiceConfig) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Self
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 from shop.common.v1.common_pb2 import EventMeta
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +26,9 @@ from shopmesh.subjects import subject_of
 
 if TYPE_CHECKING:
     from shopmesh.server import Runtime
+
+
+_tracer = trace.get_tracer("shopmesh.uow")
 
 
 def now() -> datetime:
@@ -77,6 +80,16 @@ class UnitOfWork:
         return event_id
 
     async def commit(self) -> None:
+        with _tracer.start_as_current_span(
+            "db commit",
+            attributes={
+                "db.system": self.db.url.get_backend_name(),
+                "outbox.events": len(self._pending),
+            },
+        ):
+            await self._commit()
+
+    async def _commit(self) -> None:
         if self._pending:
             await self.session.execute(
                 sa.insert(outbox),

@@ -1,0 +1,152 @@
+"""A local OTLP trace receiver: spans in, JSON lines out, no Docker needed.
+
+The runner starts it (`python -m shopmesh.tracesink --port P --dir var/traces`); every
+service and Envoy export OTLP/gRPC to it. Each span becomes one JSON line in
+`spans.jsonl`; when that file passes MAX_FILE_BYTES it is rotated to `spans.1.jsonl`
+(and so on, KEEP_FILES in all), so a long run cannot fill the disk.
+`shopmesh trace` reads them back (shopmesh/traces.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+log = logging.getLogger(__name__)
+
+MAX_FILE_BYTES = 20 * 1024 * 1024
+KEEP_FILES = 5
+SPAN_FILE = "spans.jsonl"
+
+_KINDS = {
+    value: name.removeprefix("SPAN_KIND_").lower()
+    for name, value in trace_pb2.Span.SpanKind.items()
+}
+
+
+def _value(value: common_pb2.AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    return getattr(value, kind) if kind else None
+
+
+def _attributes(items: Any) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in items}
+
+
+def span_records(request: trace_service_pb2.ExportTraceServiceRequest) -> list[dict[str, Any]]:
+    """One flat record per span, with its resource's service name and instance."""
+    records = []
+    for resource_spans in request.resource_spans:
+        resource = _attributes(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                records.append(
+                    {
+                        "trace_id": span.trace_id.hex(),
+                        "span_id": span.span_id.hex(),
+                        "parent_span_id": span.parent_span_id.hex(),
+                        "name": span.name,
+                        "kind": _KINDS.get(span.kind, "unspecified"),
+                        "service": resource.get("service.name", "?"),
+                        "instance": resource.get("service.instance.id", ""),
+                        "start_ns": span.start_time_unix_nano,
+                        "end_ns": span.end_time_unix_nano,
+                        "status": trace_pb2.Status.StatusCode.Name(span.status.code)
+                        .removeprefix("STATUS_CODE_")
+                        .lower(),
+                        "status_message": span.status.message,
+                        "attributes": _attributes(span.attributes),
+                    }
+                )
+    return records
+
+
+class SpanFile:
+    """Appends JSON lines, rotating at `max_bytes` and keeping `keep` files."""
+
+    def __init__(self, directory: Path, max_bytes: int = MAX_FILE_BYTES, keep: int = KEEP_FILES):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / SPAN_FILE
+        self.max_bytes = max_bytes
+        self.keep = keep
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        if self.path.exists() and self.path.stat().st_size >= self.max_bytes:
+            self._rotate()
+        with self.path.open("a") as file:
+            file.writelines(json.dumps(record) + "\n" for record in records)
+
+    def _rotate(self) -> None:
+        rotated = [self.path.with_name(f"spans.{n}.jsonl") for n in range(1, self.keep)]
+        rotated[-1].unlink(missing_ok=True)
+        for older, newer in zip(
+            reversed(rotated), reversed([self.path, *rotated[:-1]]), strict=True
+        ):
+            if newer.exists():
+                newer.rename(older)
+
+
+class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, spans: SpanFile) -> None:
+        self.spans = spans
+
+    async def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        self.spans.append(span_records(request))
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+async def serve(port: int, directory: Path, stop: asyncio.Event) -> None:
+    server = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
+        TraceReceiver(SpanFile(directory)), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    log.info("trace sink on 127.0.0.1:%d writing %s", port, directory)
+    await stop.wait()
+    await server.stop(2)
+
+
+async def _main(port: int, directory: Path) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(port, directory, stop)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dir", type=Path, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    asyncio.run(_main(args.port, args.dir))
+
+
+if __name__ == "__main__":
+    main()
