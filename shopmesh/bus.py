@@ -88,11 +88,17 @@ async def connect(url: str, name: str) -> NATS:
                 connect_timeout=2,
                 reconnect_time_wait=0.5,
                 max_reconnect_attempts=-1,
+                error_cb=_log_connection_error,
             )
         except (OSError, nats.errors.NoServersError, TimeoutError) as error:
             log.warning("nats not reachable at %s (%s); retrying in %.1fs", url, error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+async def _log_connection_error(error: Exception) -> None:
+    # The client's default logs a traceback on every reconnect attempt.
+    log.warning("nats: %s", error or type(error).__name__)
 
 
 async def ensure_streams(js: JetStreamContext, settings: BusSettings) -> None:

@@ -803,11 +803,11 @@ class Mesh:
         # Not running, or already shutting down: the wait below covers both.
         with contextlib.suppress(OSError, xmlrpc.client.Error, http.client.HTTPException):
             _rpc(self.var).shutdown()
-        _, alive = psutil.wait_procs(procs, timeout=timeout)
+        alive = wait_gone(procs, timeout)
         for proc in alive:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
-        psutil.wait_procs(alive, timeout=5)
+        wait_gone(alive, 5.0)
         for path in (self.var.socket, self.var.pidfile):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -841,7 +841,7 @@ class Mesh:
         for proc in procs:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
-        psutil.wait_procs(procs, timeout=5)
+        wait_gone(procs, 5.0)
 
     def __enter__(self) -> Mesh:
         self.start()
@@ -860,6 +860,25 @@ class Mesh:
     def log_paths(self, names: Iterable[str] | None = None) -> dict[str, Path]:
         wanted = None if names is None else set(names)
         return {p.name: p.log for p in self.programs if wanted is None or p.name in wanted}
+
+
+def is_alive(proc: psutil.Process) -> bool:
+    """Running, and not a zombie: the daemonised supervisord is reparented to init, which
+    may reap it late; a dead process waiting to be reaped is gone for our purposes."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def wait_gone(procs: Sequence[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` for ``procs`` to end; return those still alive."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in procs if is_alive(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def _first_failure(program: Program) -> str | None:

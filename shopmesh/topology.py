@@ -4,7 +4,8 @@ Port scheme (all on 127.0.0.1, offsets from ``base_port``, default 7000)::
 
     base + 0            nats client            base + 3   gateway admin
     base + 1            nats monitoring        base + 4   gateway listener when relocated
-    base + 2            OTLP sink              base + 5..99  reserved for mesh-wide processes
+    base + 2            OTLP sink              base + 5   mesh-wide reflection + health
+                                               base + 6..99  reserved for mesh-wide processes
 
     service block  = base + 100 * (position of the service in the file + 1)
     instance block = service block + 10 * (n - 1)       for instance <service>-<n>
@@ -46,6 +47,7 @@ NATS_MONITOR_OFFSET = 1
 OTLP_OFFSET = 2
 GATEWAY_ADMIN_OFFSET = 3
 RELOCATED_GATEWAY_OFFSET = 4
+REFLECTOR_OFFSET = 5
 
 SERVICE_STRIDE = 100
 INSTANCE_STRIDE = 10
@@ -204,6 +206,11 @@ class Topology:
     def gateway_admin_port(self) -> int:
         return self.base_port + GATEWAY_ADMIN_OFFSET
 
+    @property
+    def reflector_port(self) -> int:
+        """The mesh-wide reflection and health server behind the gateway."""
+        return self.base_port + REFLECTOR_OFFSET
+
     def ports(self) -> dict[str, int]:
         """Every port the mesh listens on, keyed by role (``nats``, ``payment-2.app``...)."""
         ports = {
@@ -212,6 +219,7 @@ class Topology:
             "otlp": self.otlp_port,
             "gateway": self.gateway_port,
             "gateway.admin": self.gateway_admin_port,
+            "reflector": self.reflector_port,
         }
         for inst in self.instances:
             ports.update(inst.ports())

@@ -26,6 +26,7 @@ from shopmesh.runner import (
     MeshAlreadyRunning,
     MeshNotReady,
     PortsBusy,
+    is_alive,
 )
 from shopmesh.topology import Topology, free_topology, load_topology, topology_from_dict
 
@@ -74,7 +75,7 @@ def _run_processes(var: Path) -> list[psutil.Process]:
             env = proc.info["environ"] or {}
         except psutil.Error:
             continue
-        if str(var) in cmdline or env.get("SHOPMESH_VAR") == str(var):
+        if (str(var) in cmdline or env.get("SHOPMESH_VAR") == str(var)) and is_alive(proc):
             found.append(proc)
     return found
 
@@ -159,7 +160,7 @@ def test_nats_with_jetstream_starts_and_stops_cleanly(
     names = {p.name() for p in run}
     assert {"supervisord", "nats-server"} <= names
     mesh.stop()
-    _, alive = psutil.wait_procs(run, timeout=0)
+    alive = [p for p in run if is_alive(p)]
     assert not alive, f"still running after stop(): {alive}"
     assert not mesh.is_running()
     assert "Server Exiting" in mesh.program("nats").log.read_text()  # TERM, not KILL
