@@ -1,7 +1,8 @@
 """Configuration of one service instance, read once from the environment.
 
 The runner (shopmesh.runner) sets these variables from the topology; a developer can set
-them by hand to run one instance alone. Nothing else in the code reads os.environ.
+them by hand to run one instance alone. Settings that only one service has (the payment
+provider's limits, the token lifetime) are read by that service's `main`.
 """
 
 from __future__ import annotations
