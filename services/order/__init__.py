@@ -1,0 +1,1 @@
+"""Order: orders, their priced lines and each order's saga timeline."""

@@ -1,0 +1,3 @@
+from services.order.main import main
+
+main()
