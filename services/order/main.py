@@ -1,0 +1,39 @@
+"""Wires the order service: its API, its dependencies (user, inventory) and its saga
+handlers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grpc
+from shop.order.v1 import order_pb2, order_pb2_grpc
+
+from services.order import events
+from services.order.api import OrderApi
+from services.order.storage import UnitOfWork
+from shopmesh.server import Runtime, ServiceSpec, run
+
+# Seconds each call to user or inventory may take at most (less when the caller's own
+# deadline is nearer).
+DEPENDENCY_TIMEOUT_ENV = "SHOPMESH_DEPENDENCY_TIMEOUT"
+
+
+def register(server: grpc.aio.Server, runtime: Runtime) -> None:
+    timeout = float(os.environ.get(DEPENDENCY_TIMEOUT_ENV, "2"))
+    order_pb2_grpc.add_OrderServiceServicer_to_server(OrderApi(runtime, timeout), server)
+
+
+SPEC = ServiceSpec(
+    name="order",
+    grpc_services=[order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name],
+    migrations=Path(__file__).parent / "storage" / "migrations",
+    register=register,
+    dependencies=["user", "inventory"],
+    subscriptions=events.subscriptions,
+    unit_of_work=UnitOfWork,
+)
+
+
+def main() -> None:
+    run(SPEC)
