@@ -16,11 +16,19 @@ from shopmesh.server import Runtime, ServiceSpec, run
 
 # Seconds each call to user or inventory may take at most (less when the caller's own
 # deadline is nearer).
-DEPENDENCY_TIMEOUT_ENV = "SHOPMESH_DEPENDENCY_TIMEOUT"
+DEPENDENCY_TIMEOUT_ENV = "SHOPMESH_ORDER_DEPENDENCY_TIMEOUT"
+
+
+def dependency_timeout() -> float:
+    timeout = float(os.environ.get(DEPENDENCY_TIMEOUT_ENV, "2"))
+    if not timeout > 0:  # also refuses nan
+        raise ValueError(f"{DEPENDENCY_TIMEOUT_ENV} must be positive, got {timeout}")
+    return timeout
 
 
 def register(server: grpc.aio.Server, runtime: Runtime) -> None:
-    timeout = float(os.environ.get(DEPENDENCY_TIMEOUT_ENV, "2"))
+    # Read here so a bad value stops the instance at start, not at the first order.
+    timeout = dependency_timeout()
     order_pb2_grpc.add_OrderServiceServicer_to_server(OrderApi(runtime, timeout), server)
 
 

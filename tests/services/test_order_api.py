@@ -22,7 +22,7 @@ from shop.user.v1.user_pb2_grpc import UserServiceStub
 
 from services.inventory.main import SPEC as INVENTORY_SPEC
 from services.order import events
-from services.order.main import DEPENDENCY_TIMEOUT_ENV, SPEC
+from services.order.main import DEPENDENCY_TIMEOUT_ENV, SPEC, dependency_timeout
 from services.order.storage import UnitOfWork
 from services.user.main import SPEC as USER_SPEC
 from shopmesh.db import Database
@@ -458,3 +458,14 @@ async def test_orders_survive_a_restart(
     assert after == before
     assert after.order.status == pb.ORDER_STATUS_CONFIRMED
     assert again.order.order_id == placed.order_id
+
+
+def test_the_dependency_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(DEPENDENCY_TIMEOUT_ENV, raising=False)
+    assert dependency_timeout() == 2
+    monkeypatch.setenv(DEPENDENCY_TIMEOUT_ENV, "0.75")
+    assert dependency_timeout() == 0.75
+    for bad in ("0", "-1", "nan", "soon"):
+        monkeypatch.setenv(DEPENDENCY_TIMEOUT_ENV, bad)
+        with pytest.raises(ValueError, match=f"{DEPENDENCY_TIMEOUT_ENV}|could not convert"):
+            dependency_timeout()
