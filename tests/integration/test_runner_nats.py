@@ -255,3 +255,44 @@ def test_busy_port_and_second_start_are_refused(meshes: MeshFactory, no_services
     attached = Mesh.attach(mesh.var.root)
     assert attached.topology == no_services
     assert [s.name for s in attached.status()] == ["nats"]
+
+
+def test_cli_start_status_logs_stop(tmp_path: Path, no_services: Topology) -> None:
+    from click.testing import CliRunner
+
+    from shopmesh.cli import main
+
+    file = tmp_path / "topology.yaml"
+    file.write_text(
+        f"base_port: {no_services.base_port}\ngateway: {{port: null}}\nservices: {{}}\n"
+    )
+    var = tmp_path / "var"
+    cli = CliRunner()
+    args = ["--var", str(var), "--topology", str(file)]
+    env = {"SHOPMESH_BASE_PORT": "", "SHOPMESH_GATEWAY_PORT": ""}
+    try:
+        result = cli.invoke(main, [*args, "status"], env=env)
+        assert result.exit_code == 3, result.output
+
+        result = cli.invoke(main, [*args, "start", "--timeout", "30"], env=env)
+        assert result.exit_code == 0, result.output
+        assert f"127.0.0.1:{no_services.nats_port}" in result.output
+        assert "SERVING" in result.output
+
+        result = cli.invoke(main, [*args, "status"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "RUNNING" in result.output
+
+        result = cli.invoke(main, [*args, "logs", "nats", "-n", "200"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "Server is ready" in result.output
+
+        result = cli.invoke(main, [*args, "stop"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "mesh stopped" in result.output
+    finally:
+        Mesh(no_services, var).stop(timeout=20)
+        left = _run_processes(var.resolve())
+        for proc in left:
+            proc.kill()
+    assert not left
