@@ -19,6 +19,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from shopmesh.envoy import admin
+from shopmesh.envoy.layout import sidecar_name
+from shopmesh.envoy.sidecar import LOCAL_APP
 from shopmesh.runner import (
     LogFollower,
     Mesh,
@@ -29,7 +32,7 @@ from shopmesh.runner import (
     default_var_dir,
     tail,
 )
-from shopmesh.topology import TOPOLOGY_FILE_ENV, load_topology
+from shopmesh.topology import TOPOLOGY_FILE_ENV, TopologyError, load_topology
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -143,6 +146,38 @@ def status_table(statuses: Sequence[ProgramStatus]) -> Table:
     return table
 
 
+def envoy_table(mesh: Mesh, statuses: Sequence[ProgramStatus]) -> Table | None:
+    """Each running Envoy's view of the instances it calls (admin /clusters).
+
+    A sidecar's own app (local_app) is left out: it is not health-checked, so always shows
+    healthy; the gateway's and the dependents' views of it say more."""
+    running = {s.name for s in statuses if s.state == "RUNNING"}
+    envoys = [p for p in mesh.programs if p.kind in ("gateway", "sidecar") and p.name in running]
+    if not envoys:
+        return None
+    table = Table(title="envoy clusters")
+    for column in ("envoy", "cluster", "host", "active"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("health", overflow="fold")
+    for prog in envoys:
+        try:
+            hosts = admin.clusters(prog.ports["admin"])
+        except admin.AdminError as exc:
+            table.add_row(prog.name, "-", "-", "-", Text(str(exc), "red"))
+            continue
+        hosts = [h for h in hosts if h.cluster != LOCAL_APP]
+        for host in sorted(hosts, key=lambda h: (h.cluster, h.hostname)):
+            if host.healthy:
+                health = Text("healthy", "green")
+            else:
+                health = Text(" ".join(host.flags), "bold red" if host.ejected else "red")
+            row = (prog.name, host.cluster, host.hostname, str(host.active_requests))
+            table.add_row(*row, health)
+        if hosts:
+            table.add_section()
+    return table
+
+
 class Prefixer:
     """``instance | line`` with a stable colour per program."""
 
@@ -191,6 +226,9 @@ def _stop(mesh: Mesh) -> None:
 
 
 def _first_grpcurl(mesh: Mesh) -> str | None:
+    for prog in mesh.programs:
+        if prog.kind == "gateway" and prog.address:
+            return f"grpcurl -plaintext {prog.address} list"
     for prog in mesh.programs:
         if prog.kind == "service" and prog.address:
             return f"grpcurl -plaintext {prog.address} grpc.health.v1.Health/Check"
@@ -302,6 +340,9 @@ def status(options: Options) -> None:
         console.print(f"no mesh running from {mesh.var.root}")
         raise SystemExit(EXIT_NOT_RUNNING) from None
     console.print(status_table(statuses))
+    envoys = envoy_table(mesh, statuses)
+    if envoys is not None:
+        console.print(envoys)
     crashed = [s for s in statuses if s.crashed]
     if crashed:
         for st in crashed:
@@ -340,6 +381,49 @@ def logs(options: Options, instances: tuple[str, ...], follow: bool, lines: int)
             for name, line in follower.poll():
                 console.print(prefixer.line(name, line), soft_wrap=True)
             time.sleep(0.2)
+
+
+@main.command()
+@click.argument("instance")
+@click.argument("action", type=click.Choice(["abort", "delay", "clear"]))
+@click.option("--percent", default=100, show_default=True, type=click.IntRange(0, 100))
+@click.option(
+    "--status",
+    "grpc_status",
+    default=14,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="gRPC status code of an abort (14 = UNAVAILABLE).",
+)
+@click.option("--delay-ms", default=1000, show_default=True, type=click.IntRange(1))
+@pass_options
+def fault(
+    options: Options, instance: str, action: str, percent: int, grpc_status: int, delay_ms: int
+) -> None:
+    """Make INSTANCE's sidecar abort or delay the calls it receives, or stop doing so.
+
+    The switch is a set of Envoy runtime keys on that sidecar's admin API; health checks
+    are never affected, so only outlier detection notices an aborting instance.
+    """
+    mesh = options.running_mesh()
+    try:
+        name = sidecar_name(mesh.topology.instance(instance))
+        port = mesh.program(name).ports["admin"]
+    except (TopologyError, MeshError) as exc:
+        raise click.BadParameter(str(exc), param_hint="INSTANCE") from None
+    try:
+        if action == "abort":
+            admin.fault_abort(port, percent, grpc_status)
+        elif action == "delay":
+            admin.fault_delay(port, percent, delay_ms)
+        else:
+            admin.fault_clear(port)
+        keys = admin.runtime(port)
+    except admin.AdminError as exc:
+        err_console.print(Text(f"{name}: {exc} (is the mesh running?)", "red"))
+        raise SystemExit(EXIT_FAILED) from None
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(keys.items()) if k.startswith("fault."))
+    console.print(f"{instance}: {action} ({shown})")
 
 
 if __name__ == "__main__":

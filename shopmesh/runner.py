@@ -1,7 +1,8 @@
 """The local process runner: supervisord programs generated from the topology.
 
-Every process the mesh needs (nats-server, one program per service instance; later the
-Envoy gateway, one sidecar per instance and the OTLP sink) is a :class:`Program`, built from
+Every process the mesh needs (nats-server, one program per service instance, the Envoy
+gateway with the mesh-wide reflector, one Envoy sidecar per instance; later the OTLP sink)
+is a :class:`Program`, built from
 the topology by a list of builder functions (:data:`PROGRAM_BUILDERS`). The programs are
 rendered into ``<var>/run/supervisord.conf`` and supervised by a daemonised supervisord that
 this module drives over XML-RPC on a unix socket under ``<var>/run``.
@@ -34,6 +35,9 @@ from typing import Any, cast
 
 import psutil
 
+from shopmesh.envoy import render as envoy
+from shopmesh.envoy.layout import REFLECTOR, Layout, MeshPlan
+from shopmesh.envoy.settings import Settings
 from shopmesh.topology import (
     LOOPBACK,
     REPO_ROOT,
@@ -45,12 +49,15 @@ from shopmesh.topology import (
 
 VAR_ENV = "SHOPMESH_VAR"
 
-# The single switch for where sync calls go. False: straight to the dependency's first
-# instance (no sidecars yet). True: through this instance's sidecar egress listener.
-UPSTREAM_VIA_SIDECAR = False
-
 # Start order (supervisord stops in reverse): the bus first, services after it.
-PRIORITY = {"nats": 10, "otlp": 20, "service": 100, "sidecar": 200, "gateway": 300}
+PRIORITY = {
+    "nats": 10,
+    "otlp": 20,
+    "service": 100,
+    "sidecar": 200,
+    "reflector": 250,
+    "gateway": 300,
+}
 
 # Variables the runner sets per program; stale values in the caller's environment must
 # not leak into children through supervisord's inherited environment.
@@ -161,9 +168,10 @@ def upstream_addr(
     instance: Instance,
     dependency: str,
     *,
-    via_sidecar: bool = UPSTREAM_VIA_SIDECAR,
+    via_sidecar: bool = False,
 ) -> str:
-    """``host:port`` that ``instance`` dials to reach ``dependency``."""
+    """``host:port`` that ``instance`` dials to reach ``dependency``: its sidecar's egress
+    listener in the Envoy mesh, else the dependency's first instance directly."""
     if via_sidecar:
         return f"{LOOPBACK}:{instance.egress_port(dependency)}"
     targets = topology.service(dependency).instances
@@ -177,7 +185,7 @@ def service_env(
     instance: Instance,
     var_dir: Path,
     *,
-    via_sidecar: bool = UPSTREAM_VIA_SIDECAR,
+    via_sidecar: bool = False,
 ) -> dict[str, str]:
     """The environment contract of one service instance.
 
@@ -361,9 +369,19 @@ def nats_programs(ctx: RunContext) -> Iterator[Program]:
     )
 
 
+def _entry(ctx: RunContext, service: str) -> Path:
+    return ctx.repo_root / "services" / service / "__main__.py"
+
+
+def mesh_plan(ctx: RunContext) -> MeshPlan:
+    """The instances behind Envoy sidecars: those that can start and have a contract."""
+    return MeshPlan.of(ctx.topology, lambda inst: _entry(ctx, inst.service).exists())
+
+
 def service_programs(ctx: RunContext) -> Iterator[Program | Unavailable]:
+    plan = mesh_plan(ctx)
     for svc in ctx.topology.services:
-        entry = ctx.repo_root / "services" / svc.name / "__main__.py"
+        entry = _entry(ctx, svc.name)
         for inst in svc.instances:
             if not entry.exists():
                 reason = f"{entry.relative_to(ctx.repo_root)} does not exist yet"
@@ -375,15 +393,65 @@ def service_programs(ctx: RunContext) -> Iterator[Program | Unavailable]:
                 command=(ctx.python, "-m", f"services.{svc.name}"),
                 log=ctx.var.log_file(inst.name),
                 directory=ctx.repo_root,
-                env=service_env(ctx.topology, inst, ctx.var.root),
+                env=service_env(
+                    ctx.topology, inst, ctx.var.root, via_sidecar=plan.has_sidecar(inst)
+                ),
                 ports={"grpc": inst.app_port},
                 probes=(GrpcHealthProbe(inst.app_port),),
                 priority=PRIORITY["service"],
             )
 
 
-# Add Envoy gateway / sidecar / OTLP sink builders here; each yields Programs.
-PROGRAM_BUILDERS: tuple[ProgramBuilder, ...] = (nats_programs, service_programs)
+def envoy_programs(ctx: RunContext) -> Iterator[Program]:
+    """A sidecar per meshed instance and the gateway; configs come from :func:`prepare`."""
+    for proc in envoy.processes(mesh_plan(ctx), Layout(ctx.var.root)):
+        yield Program(
+            name=proc.name,
+            kind=proc.kind,
+            command=proc.command(ctx.python),
+            log=ctx.var.log_file(proc.name),
+            directory=ctx.var.root,
+            ports=proc.ports,
+            probes=(HttpProbe(proc.admin_port, "/ready"),),
+            priority=PRIORITY[proc.kind],
+        )
+
+
+def reflector_programs(ctx: RunContext) -> Iterator[Program]:
+    """Reflection and health for every service behind the gateway (shopmesh.reflector)."""
+    plan = mesh_plan(ctx)
+    if not plan.has_gateway:
+        return
+    port = ctx.topology.reflector_port
+    services = [
+        f"--service={s}=" + ",".join(i.app_addr for i in plan.instances_of(s))
+        for s in plan.services
+    ]
+    yield Program(
+        name=REFLECTOR,
+        kind="reflector",
+        command=(ctx.python, "-m", "shopmesh.reflector", f"--listen={LOOPBACK}:{port}", *services),
+        log=ctx.var.log_file(REFLECTOR),
+        directory=ctx.repo_root,
+        ports={"grpc": port},
+        probes=(GrpcHealthProbe(port),),
+        priority=PRIORITY["reflector"],
+    )
+
+
+def prepare(ctx: RunContext) -> None:
+    """Files the programs need before they start: certificates and Envoy configs."""
+    settings = Settings.from_env(ctx.environ)
+    envoy.prepare(mesh_plan(ctx), Layout(ctx.var.root), settings)
+
+
+# Add the OTLP sink builder here; each yields Programs.
+PROGRAM_BUILDERS: tuple[ProgramBuilder, ...] = (
+    nats_programs,
+    service_programs,
+    envoy_programs,
+    reflector_programs,
+)
 
 
 def build_programs(
@@ -628,8 +696,8 @@ class Mesh:
         self.repo_root = repo_root  # where services/<name> are looked up
         self.var = VarDir(Path(var_dir).resolve() if var_dir else default_var_dir(environ))
         self.environ: Mapping[str, str] = dict(os.environ if environ is None else environ)
-        ctx = RunContext(topology, self.var, repo_root, sys.executable, self.environ)
-        self.programs, self.unavailable = build_programs(ctx, builders)
+        self._ctx = RunContext(topology, self.var, repo_root, sys.executable, self.environ)
+        self.programs, self.unavailable = build_programs(self._ctx, builders)
 
     @classmethod
     def attach(cls, var_dir: Path | str | None = None) -> Mesh:
@@ -680,6 +748,8 @@ class Mesh:
                 + ", ".join(busy)
                 + " (another mesh? set SHOPMESH_BASE_PORT to move this one)"
             )
+        if any(p.kind in ("sidecar", "gateway") for p in self.programs):
+            prepare(self._ctx)
         self.var.conf.write_text(render_supervisord_conf(self.programs, self.var))
         self.var.state_file.write_text(
             json.dumps(
