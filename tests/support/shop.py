@@ -199,3 +199,21 @@ async def consistency_problems(
         if now.available < 0:
             problems.append(f"{product_id}: negative stock {now.available}")
     return problems
+
+
+async def wait_consistent(
+    shop: Shop,
+    customers: Iterable[Customer],
+    stock_before: Mapping[str, inv.Product],
+    timeout: float = 30,
+) -> list[str]:
+    """The checker's problems once the eventually consistent parts (notifications,
+    compensations in flight) had `timeout` seconds to settle; [] when all agree."""
+    customers = list(customers)
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout
+    while True:
+        problems = await consistency_problems(shop, customers, stock_before)
+        if not problems or loop.time() > give_up:
+            return problems
+        await asyncio.sleep(0.5)

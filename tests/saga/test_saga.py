@@ -1,0 +1,143 @@
+"""The order saga end to end: real processes, real nats-server, real databases.
+
+Each test places orders the way a customer would and waits for the saga to end, then
+runs the consistency checker over what the services themselves say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+from shop.notification.v1 import notification_pb2 as note
+from shop.order.v1 import order_pb2 as order
+from shop.payment.v1 import payment_pb2 as pay
+
+from shopmesh.runner import Mesh
+from tests.support.mesh import app_addresses, running_mesh
+from tests.support.shop import DECLINED_CARD, Customer, Shop, wait_consistent
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    with running_mesh(tmp_path_factory.mktemp("saga")) as running:
+        yield running
+
+
+@pytest.fixture
+async def shop(mesh: Mesh) -> AsyncIterator[Shop]:
+    client = Shop(app_addresses(mesh))
+    yield client
+    await client.close()
+
+
+def steps(placed: order.Order) -> list[str]:
+    return [entry.step.rsplit(".", 1)[-1] for entry in placed.timeline]
+
+
+async def test_a_paid_and_reserved_order_is_confirmed(shop: Shop) -> None:
+    before = await shop.products(["sku-mug"])
+    who = await shop.customer()
+    placed = await shop.place(who, {"sku-mug": 2})
+    assert placed.status == order.ORDER_STATUS_PENDING
+
+    done = await shop.settle(who, placed.order_id)
+    assert done.status == order.ORDER_STATUS_CONFIRMED
+    assert steps(done) == ["PlaceOrder", "PaymentCompleted", "StockReserved"]
+    [payment] = await shop.payments_of(who, placed.order_id)
+    assert payment.status == pay.PAYMENT_STATUS_COMPLETED
+    assert payment.amount == done.total
+    after = await shop.products(["sku-mug"])
+    assert after["sku-mug"].reserved == before["sku-mug"].reserved + 2
+    await eventually(lambda: notified(shop, who, note.NOTIFICATION_KIND_ORDER_CONFIRMED))
+    assert await wait_consistent(shop, [who], before) == []
+
+
+async def test_a_declined_payment_cancels_the_order(shop: Shop) -> None:
+    before = await shop.products(["sku-scale"])
+    who = await shop.customer()
+    placed = await shop.place(who, {"sku-scale": 1}, card=DECLINED_CARD)
+
+    done = await shop.settle(who, placed.order_id)
+    assert done.status == order.ORDER_STATUS_CANCELLED
+    assert steps(done) == ["PlaceOrder", "PaymentFailed"]
+    [payment] = await shop.payments_of(who, placed.order_id)
+    assert payment.status == pay.PAYMENT_STATUS_FAILED
+    assert await shop.products(["sku-scale"]) == before
+    await eventually(lambda: notified(shop, who, note.NOTIFICATION_KIND_ORDER_CANCELLED))
+    assert await wait_consistent(shop, [who], before) == []
+
+
+async def test_no_stock_refunds_the_payment_then_cancels(shop: Shop) -> None:
+    await shop.set_stock("sku-espresso", 1)
+    before = await shop.products(["sku-espresso"])
+    who = await shop.customer()
+    placed = await shop.place(who, {"sku-espresso": 2})
+
+    done = await shop.settle(who, placed.order_id)
+    assert done.status == order.ORDER_STATUS_CANCELLED
+    assert steps(done) == ["PlaceOrder", "PaymentCompleted", "StockRejected", "PaymentRefunded"]
+    [payment] = await shop.payments_of(who, placed.order_id)
+    assert payment.status == pay.PAYMENT_STATUS_REFUNDED
+    assert await shop.products(["sku-espresso"]) == before
+    await eventually(lambda: notified(shop, who, note.NOTIFICATION_KIND_PAYMENT_REFUNDED))
+    assert await wait_consistent(shop, [who], before) == []
+
+
+async def test_cancelling_a_confirmed_order_releases_then_refunds(shop: Shop) -> None:
+    before = await shop.products(["sku-kettle"])
+    who = await shop.customer()
+    placed = await shop.place(who, {"sku-kettle": 3})
+    assert (await shop.settle(who, placed.order_id)).status == order.ORDER_STATUS_CONFIRMED
+
+    reply = await shop.orders.CancelOrder(
+        order.CancelOrderRequest(order_id=placed.order_id, reason="changed my mind"),
+        metadata=who.metadata,
+    )
+    assert reply.order.status == order.ORDER_STATUS_CANCELLING
+    done = await shop.settle(who, placed.order_id)
+    assert done.status == order.ORDER_STATUS_CANCELLED
+    assert steps(done)[-3:] == ["CancelOrder", "StockReleased", "PaymentRefunded"]
+    [payment] = await shop.payments_of(who, placed.order_id)
+    assert payment.status == pay.PAYMENT_STATUS_REFUNDED
+    assert await shop.products(["sku-kettle"]) == before
+    assert await wait_consistent(shop, [who], before) == []
+
+
+async def test_contention_confirms_exactly_what_stock_allows(shop: Shop) -> None:
+    await shop.set_stock("sku-filter", 50)
+    before = await shop.products(["sku-filter"])
+    customers = [await shop.customer() for _ in range(5)]
+    gate = asyncio.Semaphore(20)
+
+    async def place(i: int) -> tuple[int, str]:
+        async with gate:
+            placed = await shop.place(customers[i % 5], {"sku-filter": 1})
+            return i % 5, placed.order_id
+
+    placed = await asyncio.gather(*(place(i) for i in range(200)))
+    ended = await asyncio.gather(
+        *(shop.settle(customers[c], order_id, timeout=120) for c, order_id in placed)
+    )
+    confirmed = [o for o in ended if o.status == order.ORDER_STATUS_CONFIRMED]
+    assert len(confirmed) == 50
+    after = (await shop.products(["sku-filter"]))["sku-filter"]
+    assert (after.available, after.reserved) == (0, before["sku-filter"].reserved + 50)
+    assert await wait_consistent(shop, customers, before) == []
+
+
+async def notified(shop: Shop, who: Customer, kind: int) -> bool:
+    return any(n.kind == kind for n in await shop.notifications_of(who))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20) -> None:
+    """Wait until the async predicate `check()` holds."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout
+    while not await check():
+        if loop.time() > give_up:
+            raise AssertionError("condition never held")
+        await asyncio.sleep(0.1)

@@ -1,0 +1,37 @@
+"""A whole mesh of real processes for a test module, via the project's own runner."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from shopmesh.runner import Mesh
+from shopmesh.topology import Topology, free_topology, load_topology
+
+
+@contextlib.contextmanager
+def running_mesh(
+    var_dir: Path,
+    environ: Mapping[str, str] | None = None,
+    topology: Topology | None = None,
+    timeout: float = 90,
+) -> Iterator[Mesh]:
+    """Start every process of the topology on free ports; stop them all afterwards."""
+    mesh = Mesh(
+        free_topology(topology or load_topology()),
+        var_dir,
+        environ={**os.environ, **(environ or {})},
+    )
+    mesh.start()
+    try:
+        mesh.wait_ready(timeout=timeout)
+        yield mesh
+    finally:
+        mesh.stop()
+
+
+def app_addresses(mesh: Mesh) -> dict[str, str]:
+    """Each service's first instance, addressed directly (behind its sidecar)."""
+    return {service.name: service.instances[0].app_addr for service in mesh.topology.services}
