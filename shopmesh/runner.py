@@ -781,6 +781,16 @@ class Mesh:
                 raise MeshError(f"supervisord did not come up within {timeout:.0f}s:\n{log}")
             time.sleep(0.05)
 
+    def start_program(self, name: str) -> None:
+        """Start one stopped or crashed program (waits for supervisord's startsecs)."""
+        self.program(name)
+        _rpc(self.var, 30.0).startProcess(name, True)
+
+    def stop_program(self, name: str) -> None:
+        """Stop one program the way `shopmesh stop` would (SIGTERM, then the grace)."""
+        self.program(name)
+        _rpc(self.var, 60.0).stopProcess(name, True)
+
     def status(self) -> list[ProgramStatus]:
         """Every program (supervised or unavailable) with its state."""
         try:
