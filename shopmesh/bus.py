@@ -32,6 +32,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 from opentelemetry import propagate, trace
 
+from shopmesh import faults
 from shopmesh.db import Database, outbox
 from shopmesh.events import RetryLater, Subscription
 from shopmesh.subjects import SUBJECTS
@@ -171,7 +172,9 @@ class Relay:
             ):
                 headers = {MSG_ID: row.event_id, EVENT_TYPE: row.event_type}
                 propagate.inject(headers)
+                faults.crash_point("relay.before_publish")
                 await self.js.publish(row.subject, row.payload, timeout=5, headers=headers)
+            faults.crash_point("relay.before_mark")
             # Mark each row as soon as it is acknowledged: a crash re-publishes at most
             # one row, which JetStream then drops as a duplicate.
             async with self.db.writer.begin() as conn:
@@ -213,10 +216,15 @@ class Consumer:
             while True:
                 try:
                     messages = await pull.fetch(batch=20, timeout=1)
+                    for message in messages:
+                        await self.handle(message)
                 except (TimeoutError, nats.errors.TimeoutError):
                     continue
-                for message in messages:
-                    await self.handle(message)
+                except (nats.errors.Error, OSError) as error:
+                    # nats-server away: the client reconnects by itself; unacknowledged
+                    # messages come back after ack_wait, and handlers are idempotent.
+                    log.warning("%s: %s; retrying in 1s", sub.name, error)
+                    await asyncio.sleep(1)
         finally:
             with contextlib.suppress(Exception):
                 await pull.unsubscribe()
@@ -240,8 +248,10 @@ class Consumer:
                 )
                 async with self.unit_of_work() as uow:
                     if await uow.mark_processed(sub.name, event.meta.event_id):  # type: ignore[attr-defined]
+                        faults.fail_point("consumer.handler")
                         await sub.handler(event, uow)
                     await uow.commit()
+                faults.crash_point("consumer.before_ack")
             except RetryLater as wait:
                 log.info("%s: %s (attempt %d); will retry", sub.name, wait, attempt)
                 await self._retry_or_dead_letter(message, attempt, f"retry later: {wait}")

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from shopmesh import cli_ops
 from shopmesh.envoy import admin
 from shopmesh.envoy.layout import sidecar_name
 from shopmesh.envoy.sidecar import LOCAL_APP
@@ -424,6 +425,10 @@ def fault(
         raise SystemExit(EXIT_FAILED) from None
     shown = ", ".join(f"{k}={v}" for k, v in sorted(keys.items()) if k.startswith("fault."))
     console.print(f"{instance}: {action} ({shown})")
+
+
+for _command in cli_ops.COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

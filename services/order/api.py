@@ -137,7 +137,8 @@ class OrderApi(order_pb2_grpc.OrderServiceServicer):
 
 
 def _owned(order: Order | None, caller: Caller, order_id: str) -> Order:
-    # Another user's order is "not found": its id must not leak that it exists.
-    if order is None or order.user_id != caller.user_id:
+    # Another user's order is "not found": its id must not leak that it exists. Operators
+    # (admin) and services may read any order, as `shopmesh saga` does.
+    if order is None or not caller.may_read(order.user_id):
         raise NotFound(f"no order {order_id}")
     return order

@@ -1,0 +1,184 @@
+"""Operator commands on a running mesh: the saga of an order, dead letters, traces, tokens.
+
+Registered on the `shopmesh` group in shopmesh/cli.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+import grpc
+import nats
+from rich.console import Console
+from rich.table import Table
+from shop.order.v1 import order_pb2, order_pb2_grpc
+
+from shopmesh import dlq as dead_letters
+from shopmesh import traces
+from shopmesh.identity import ROLE_HEADER, USER_ID_HEADER, Role
+from shopmesh.runner import Mesh, MeshNotRunning
+
+console = Console(highlight=False)
+T = TypeVar("T")
+
+# Operators read any order: the identity an admin token would give at the gateway.
+OPERATOR = ((USER_ID_HEADER, str(uuid.UUID(int=0))), (ROLE_HEADER, Role.ADMIN.value))
+
+
+def _mesh(ctx: click.Context) -> Mesh:
+    try:
+        return Mesh.attach(ctx.obj.var)
+    except MeshNotRunning as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(work())
+
+
+def _status(status: int) -> str:
+    return order_pb2.OrderStatus.Name(status).removeprefix("ORDER_STATUS_")
+
+
+@click.command()
+@click.argument("order_id")
+@click.pass_context
+def saga(ctx: click.Context, order_id: str) -> None:
+    """Print ORDER_ID's status and saga timeline."""
+    mesh = _mesh(ctx)
+    address = mesh.topology.service("order").instances[0].app_addr
+
+    async def fetch() -> order_pb2.Order:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = order_pb2_grpc.OrderServiceStub(channel)
+            try:
+                reply = await stub.GetOrder(
+                    order_pb2.GetOrderRequest(order_id=order_id), metadata=OPERATOR, timeout=5
+                )
+            except grpc.aio.AioRpcError as error:
+                raise click.ClickException(f"{error.code().name}: {error.details()}") from None
+            found: order_pb2.Order = reply.order
+            return found
+
+    order = _run(fetch)
+    table = Table(title=f"order {order.order_id}: {_status(order.status)}")
+    for column in ("at", "step", "status after", "detail", "event id"):
+        table.add_column(column)
+    for entry in order.timeline:
+        table.add_row(
+            entry.at.ToDatetime(UTC).strftime("%H:%M:%S.%f")[:-3],
+            entry.step,
+            _status(entry.status),
+            entry.detail,
+            entry.event_id[:8],
+        )
+    console.print(table)
+
+
+@click.group()
+def dlq() -> None:
+    """Inspect and replay dead letters (events a consumer gave up on)."""
+
+
+def _with_js(ctx: click.Context, work: Callable[..., Awaitable[T]], *args: object) -> T:
+    url = _mesh(ctx).topology.nats_url
+
+    async def go() -> T:
+        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+        try:
+            return await work(nc.jetstream(), *args)
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+@dlq.command("list")
+@click.pass_context
+def dlq_list(ctx: click.Context) -> None:
+    """One line per dead letter."""
+    letters = _with_js(ctx, dead_letters.list_letters)
+    table = Table(title=f"{len(letters)} dead letter(s)")
+    for column in ("seq", "when", "consumer", "subject", "error"):
+        table.add_column(column)
+    for letter in letters:
+        when = letter.time.strftime("%H:%M:%S") if isinstance(letter.time, datetime) else ""
+        table.add_row(str(letter.seq), when, letter.consumer, letter.subject, letter.error)
+    console.print(table)
+
+
+@dlq.command("show")
+@click.argument("seq", type=int)
+@click.pass_context
+def dlq_show(ctx: click.Context, seq: int) -> None:
+    """Headers and decoded event of dead letter SEQ."""
+    letter = _with_js(ctx, dead_letters.get_letter, seq)
+    if letter is None:
+        raise click.ClickException(f"no dead letter {seq}")
+    for key, value in sorted(letter.headers.items()):
+        console.print(f"[bold]{key}[/]: {value}")
+    console.print(letter.event_json())
+
+
+@dlq.command("replay")
+@click.argument("seq", type=int)
+@click.pass_context
+def dlq_replay(ctx: click.Context, seq: int) -> None:
+    """Publish dead letter SEQ to its original subject again (after fixing the cause)."""
+    try:
+        letter = _with_js(ctx, dead_letters.replay, seq)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"replayed {seq} to {letter.subject} for {letter.consumer}")
+
+
+@click.command()
+@click.argument("key", required=False)
+@click.option("--last", is_flag=True, help="The newest trace.")
+@click.pass_context
+def trace(ctx: click.Context, key: str | None, last: bool) -> None:
+    """Print the span tree of trace KEY (a trace id or an order id), or the newest."""
+    if not key and not last:
+        raise click.UsageError("give a trace id, an order id, or --last")
+    spans = traces.find_trace(ctx.obj.var / "traces", None if last else key)
+    if not spans:
+        raise click.ClickException(
+            f"no trace for {key or 'the newest'} in {ctx.obj.var / 'traces'}"
+        )
+    start = spans[0].start_ns
+    table = Table(title=f"trace {spans[0].trace_id} ({len(spans)} spans)")
+    for column in ("span", "service", "start ms", "duration ms", "status"):
+        table.add_column(column)
+    for depth, span in traces.tree(spans):
+        table.add_row(
+            "  " * depth + span.name,
+            span.instance or span.service,
+            f"{(span.start_ns - start) / 1e6:.1f}",
+            f"{span.duration_ms:.2f}",
+            span.status if not span.status_message else f"{span.status}: {span.status_message}",
+        )
+    console.print(table)
+
+
+@click.command()
+@click.option("--user", "user_id", default=str(uuid.UUID(int=0)), show_default=True)
+@click.option(
+    "--role", type=click.Choice(["customer", "admin"]), default="admin", show_default=True
+)
+@click.option("--ttl", default=900, show_default=True, help="Seconds the token is valid.")
+@click.pass_context
+def token(ctx: click.Context, user_id: str, role: str, ttl: int) -> None:
+    """Mint a token signed with the mesh's key (for grpcurl as an operator)."""
+    # The user service owns the signing key; this reuses its code rather than copy it.
+    from services.user.tokens import ensure_signing_key, issue_token, keys_dir
+
+    signed, _ = issue_token(ensure_signing_key(keys_dir(ctx.obj.var)), user_id, role, ttl)
+    click.echo(signed)
+
+
+COMMANDS = (saga, dlq, trace, token)
