@@ -15,7 +15,7 @@ from shop.order.v1 import order_pb2 as order
 from shop.payment.v1 import payment_pb2 as pay
 
 from shopmesh.runner import Mesh
-from tests.support.mesh import app_addresses, running_mesh
+from tests.support.mesh import app_addresses, running_mesh, shopmesh_cli
 from tests.support.shop import DECLINED_CARD, Customer, Shop, wait_consistent
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -87,7 +87,7 @@ async def test_no_stock_refunds_the_payment_then_cancels(shop: Shop) -> None:
     assert await wait_consistent(shop, [who], before) == []
 
 
-async def test_cancelling_a_confirmed_order_releases_then_refunds(shop: Shop) -> None:
+async def test_cancelling_a_confirmed_order_releases_then_refunds(mesh: Mesh, shop: Shop) -> None:
     before = await shop.products(["sku-kettle"])
     who = await shop.customer()
     placed = await shop.place(who, {"sku-kettle": 3})
@@ -101,6 +101,9 @@ async def test_cancelling_a_confirmed_order_releases_then_refunds(shop: Shop) ->
     done = await shop.settle(who, placed.order_id)
     assert done.status == order.ORDER_STATUS_CANCELLED
     assert steps(done)[-3:] == ["CancelOrder", "StockReleased", "PaymentRefunded"]
+    printed = await shopmesh_cli(mesh, "saga", placed.order_id)
+    assert "CANCELLED" in printed
+    assert "shop.inventory.v1.StockReleased" in printed
     [payment] = await shop.payments_of(who, placed.order_id)
     assert payment.status == pay.PAYMENT_STATUS_REFUNDED
     assert await shop.products(["sku-kettle"]) == before

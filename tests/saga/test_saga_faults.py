@@ -9,7 +9,6 @@ SIGKILL at the armed point, and the test restarts it through the runner.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 
@@ -24,7 +23,7 @@ from shop.payment.v1 import payment_pb2 as pay
 from shopmesh import bus, dlq
 from shopmesh.faults import arm
 from shopmesh.runner import Mesh
-from tests.support.mesh import app_addresses, running_mesh
+from tests.support.mesh import app_addresses, running_mesh, shopmesh_cli
 from tests.support.shop import Customer, Shop, wait_consistent
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(300)]
@@ -175,15 +174,13 @@ async def test_a_poison_message_is_dead_lettered_and_completes_after_replay(
     assert stuck.status == order.ORDER_STATUS_PENDING
     assert stuck.timeline[-1].step == "shop.payment.v1.PaymentCompleted"
 
+    listed = await shopmesh_cli(mesh, "dlq", "list")
+    assert "inventory-payment-completed" in listed
+    assert "fault hook" in listed  # the last error
+    assert placed.order_id in await shopmesh_cli(mesh, "dlq", "show", str(letter.seq))
+
     cause.unlink()  # fix the cause, then replay with the operator's command
-    replay = await asyncio.to_thread(
-        subprocess.run,
-        ["shopmesh", "--var", str(mesh.var.root), "dlq", "replay", str(letter.seq)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert replay.returncode == 0, replay.stderr
+    await shopmesh_cli(mesh, "dlq", "replay", str(letter.seq))
     await confirmed_and_consistent(shop, who, placed.order_id, before)
 
 
