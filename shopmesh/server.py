@@ -83,8 +83,14 @@ async def serve(
     config: ServiceConfig,
     started: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    *,
+    drain_signals: bool = False,
 ) -> None:
-    """Serve until `stop` is set; `started` is set once SERVING."""
+    """Serve until `stop` is set; `started` is set once SERVING.
+
+    With `drain_signals` (a real process, not a test), SIGUSR1 takes the instance out of
+    rotation (health NOT_SERVING, calls still answered) and SIGUSR2 puts it back.
+    """
     stop = stop or asyncio.Event()
     runtime = Runtime(config=config, db=Database(config.db_url))
     for dependency in spec.dependencies:
@@ -118,6 +124,8 @@ async def serve(
         for name in ("", *spec.grpc_services):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("%s serving", config.instance)
+        if drain_signals:
+            _toggle_health_on_signals(health_servicer, ("", *spec.grpc_services))
         if started is not None:
             started.set()
         await stop.wait()
@@ -133,6 +141,24 @@ async def serve(
             await channel.close()
         await runtime.db.dispose()
         log.info("%s stopped", config.instance)
+
+
+def _toggle_health_on_signals(servicer: health.aio.HealthServicer, names: Sequence[str]) -> None:
+    async def set_all(status: int) -> None:
+        for name in names:
+            await servicer.set(name, status)
+        log.info("health %s", health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()  # keep the tasks referenced until done
+
+    def on_signal(status: int) -> None:
+        task = loop.create_task(set_all(status))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    loop.add_signal_handler(signal.SIGUSR1, on_signal, health_pb2.HealthCheckResponse.NOT_SERVING)
+    loop.add_signal_handler(signal.SIGUSR2, on_signal, health_pb2.HealthCheckResponse.SERVING)
 
 
 def start_bus(
@@ -181,4 +207,4 @@ async def _serve_until_signalled(spec: ServiceSpec, config: ServiceConfig) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(spec, config, stop=stop)
+    await serve(spec, config, stop=stop, drain_signals=True)
