@@ -19,6 +19,7 @@ import signal
 from collections.abc import Mapping, Sequence
 
 import grpc
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -26,6 +27,10 @@ from shopmesh import logs
 from shopmesh.contracts import contract
 
 log = logging.getLogger(__name__)
+
+# Imported for its descriptors: grpcurl resolves error details (google.rpc.BadRequest)
+# through reflection, so the pool must know them.
+ERROR_DETAILS = error_details_pb2.DESCRIPTOR.name
 
 PROBE_TIMEOUT = 0.5  # seconds per instance; the whole Check takes at most this long
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -115,13 +115,17 @@ def http_connection_manager(
     shared: Shared,
     *,
     codec: str = "HTTP2",
+    edge: bool = False,
 ) -> Json:
+    """``edge``: clients connect here directly, so trust no forwarding headers from them."""
+    options: Json = {"use_remote_address": True} if edge else {}
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": typed(
             "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             stat_prefix=stat_prefix,
             codec_type=codec,
+            **options,
             access_log=shared.access_log,
             route_config={
                 "name": f"{stat_prefix}_routes",

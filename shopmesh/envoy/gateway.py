@@ -148,6 +148,7 @@ def gateway_config(plan: MeshPlan, layout: Layout, settings: Settings, jwks: Pat
         filters,
         shared,
         codec="AUTO",  # gRPC (h2c) and JSON over HTTP/1.1 on one port
+        edge=True,
     )
     return bootstrap(
         GATEWAY,
