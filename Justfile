@@ -30,6 +30,26 @@ status:
 logs *args:
     shopmesh logs {{args}}
 
+# Print an order's status and saga timeline.
+saga order_id:
+    shopmesh saga {{order_id}}
+
+# Dead letters: `dlq list`, `dlq show SEQ`, `dlq replay SEQ`.
+dlq *args:
+    shopmesh dlq {{args}}
+
+# Print a trace's span tree: a trace id, an order id, or --last.
+trace *args:
+    shopmesh trace {{args}}
+
+# Make an instance's sidecar abort or delay calls: `fault payment-1 abort`, `... clear`.
+fault *args:
+    shopmesh fault {{args}}
+
+# Mint a token for grpcurl (default: an admin): TOKEN=$(./dev token).
+token *args:
+    @shopmesh token {{args}}
+
 # Install the pinned code generators: the Go plugins (`tool` lines of gen/go/go.mod)
 # into .tools/bin, and package-lock.json (protoc-gen-es, the TS client) into node_modules.
 # Seconds when nothing changed. Without Go or Node it says what it skips; with CI=true
