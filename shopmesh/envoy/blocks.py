@@ -337,6 +337,9 @@ def outlier_detection(settings: Settings) -> Anchored:
             "max_ejection_time": duration(settings.max_ejection_time),
             # The default 10 % forbids any ejection in a two-host cluster.
             "max_ejection_percent": settings.max_ejection_percent,
+            # By default a passing active health check un-ejects at once; ours bypass the
+            # fault filter and pass every second, so an ejection would last under a second.
+            "successful_active_health_check_uneject_host": False,
         },
     )
 

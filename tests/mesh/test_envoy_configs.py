@@ -96,6 +96,8 @@ def test_resilience_settings_are_where_envoy_looks_for_them(tmp_path: Path) -> N
     # The traps: both default to values that never eject a host of a two-host cluster.
     assert outlier["enforcing_consecutive_gateway_failure"] == 100
     assert outlier["max_ejection_percent"] >= 50
+    # Health checks skip the fault filter: a passing one must not end an ejection.
+    assert outlier["successful_active_health_check_uneject_host"] is False
     assert payment["common_lb_config"] == {"update_merge_window": "0s"}
     check = payment["health_checks"][0]
     assert check["grpc_health_check"] == {"service_name": "shop.payment.v1.PaymentService"}

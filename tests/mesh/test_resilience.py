@@ -114,6 +114,9 @@ def test_an_aborting_instance_is_ejected_and_returns_once_fixed(
     ingress = mesh.mesh.topology.instance("payment-1").ingress_port
     assert f"payment::127.0.0.1:{ingress}::health_flags::/failed_outlier_check" in clusters
     assert payment_host(mesh, "payment-2").healthy
+    # Still out after a passing health check (they skip the fault filter, run every second).
+    time.sleep(SETTINGS.health_interval * 1.5)
+    assert payment_host(mesh, "payment-1").ejected
 
     admin.fault_clear(mesh.sidecar_admin("payment-1"))
     wait_back(mesh, "payment-1")
