@@ -5,6 +5,10 @@ service and Envoy export OTLP/gRPC to it. Each span becomes one JSON line in
 `spans.jsonl`; when that file passes MAX_FILE_BYTES it is rotated to `spans.1.jsonl`
 (and so on, KEEP_FILES in all), so a long run cannot fill the disk.
 `shopmesh trace` reads them back (shopmesh/traces.py).
+
+It also receives the services' OTLP metrics and keeps `rpc-stats.json` current: per
+service requests per second, error rate and p50/p99 over the latest export window
+(shopmesh/rpcstats.py), which `shopmesh status` shows.
 """
 
 from __future__ import annotations
@@ -19,15 +23,22 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
+
+from shopmesh.rpcstats import HISTOGRAM, Tracker
 
 log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 KEEP_FILES = 5
 SPAN_FILE = "spans.jsonl"
+STATS_FILE = "rpc-stats.json"
 
 _KINDS = {
     value: name.removeprefix("SPAN_KIND_").lower()
@@ -112,14 +123,56 @@ class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
     async def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
     ) -> trace_service_pb2.ExportTraceServiceResponse:
-        self.spans.append(span_records(request))
+        await asyncio.to_thread(self.spans.append, span_records(request))
         return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class MetricsReceiver(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / STATS_FILE
+        self.tracker = Tracker()
+
+    async def Export(
+        self, request: metrics_service_pb2.ExportMetricsServiceRequest, context: Any
+    ) -> metrics_service_pb2.ExportMetricsServiceResponse:
+        latest = 0
+        for resource_metrics in request.resource_metrics:
+            resource = _attributes(resource_metrics.resource.attributes)
+            points = [
+                {
+                    "method": attributes.get("rpc.method", "?"),
+                    "code": int(attributes.get("rpc.grpc.status_code", 0)),
+                    "time_ns": point.time_unix_nano,
+                    "count": point.count,
+                    "bounds": list(point.explicit_bounds),
+                    "buckets": list(point.bucket_counts),
+                }
+                for scope in resource_metrics.scope_metrics
+                for metric in scope.metrics
+                if metric.name == HISTOGRAM
+                for point in metric.histogram.data_points
+                for attributes in [_attributes(point.attributes)]
+            ]
+            latest = max([latest, *(p["time_ns"] for p in points)])
+            self.tracker.observe(
+                resource.get("service.name", "?"), resource.get("service.instance.id", "?"), points
+            )
+        if latest:
+            await asyncio.to_thread(self._write, self.tracker.summary(latest))
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+    def _write(self, summary: dict[str, Any]) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(summary, indent=1))
+        temporary.replace(self.path)  # readers never see half a file
 
 
 async def serve(port: int, directory: Path, stop: asyncio.Event) -> None:
     server = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
-        TraceReceiver(SpanFile(directory)), server
+    spans = SpanFile(directory)  # creates the directory
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceReceiver(spans), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
+        MetricsReceiver(directory), server
     )
     health_servicer = health.aio.HealthServicer()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
