@@ -740,7 +740,7 @@ class Mesh:
             f"{p.name}.{role} {port}{_holder(port)}"
             for p in self.programs
             for role, port in p.ports.items()
-            if not port_is_free(port)
+            if not port_is_free(port, time_wait_ok=True)  # a restart right after a stop
         ]
         if busy:
             raise PortsBusy(

@@ -363,13 +363,17 @@ def load_topology(
 # -- free ports ----------------------------------------------------------------------------
 
 
-def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+def port_is_free(port: int, host: str = LOOPBACK, *, time_wait_ok: bool = False) -> bool:
     """True when nothing listens on (or holds) ``host:port``.
 
-    No SO_REUSEADDR on purpose: a port in TIME_WAIT counts as busy, which only errs on the
-    safe side.
+    By default no SO_REUSEADDR: a port in TIME_WAIT counts as busy, which only errs on the
+    safe side. ``time_wait_ok`` asks "could a server bind it now": our servers (Envoy, gRPC,
+    nats-server) all set SO_REUSEADDR, and a stopped mesh leaves TIME_WAIT on listener ports
+    (a sidecar closing its app's connections) for a minute.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if time_wait_ok:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
