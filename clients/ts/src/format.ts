@@ -14,6 +14,17 @@ export function formatMoney(money: Money | undefined): string {
   return `${sign}${abs / 100n}.${String(abs % 100n).padStart(2, "0")} ${money?.currency ?? ""}`;
 }
 
+/** Elapsed time the way Go prints a duration rounded to milliseconds: 232ms, 1.5s. */
+export function formatElapsed(ms: number): string {
+  const rounded = Math.round(ms);
+  return rounded < 1000 ? `${rounded}ms` : `${rounded / 1000}s`;
+}
+
+/** An RFC 3339 time in UTC, to the second. */
+export function formatTime(date: Date): string {
+  return date.toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
 /** CONFIRMED, from OrderStatus.CONFIRMED. */
 export function statusName(status: OrderStatus): string {
   return OrderStatus[status] ?? String(status);
@@ -51,7 +62,7 @@ export function formatProducts(products: Product[]): string {
   ]);
 }
 
-/** The order, its lines and its saga timeline. */
+/** The order, its lines and its saga timeline (times in UTC). */
 export function formatOrder(order: Order): string {
   let out = `order ${order.orderId}  ${statusName(order.status)}  total ${formatMoney(order.total)}\n`;
   if (order.cancelReason !== "") {

@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 
 import { create } from "@bufbuild/protobuf";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 
 import type { Product } from "../../../gen/ts/shop/inventory/v1/inventory_pb.js";
@@ -15,7 +16,7 @@ import {
 import type { User } from "../../../gen/ts/shop/user/v1/user_pb.js";
 import type { ShopClient } from "./client.js";
 import { StepError, UsageError } from "./errors.js";
-import { formatMoney, productSummary, statusName } from "./format.js";
+import { formatElapsed, formatMoney, formatTime, productSummary, statusName } from "./format.js";
 
 /** Hears about each step as it happens. */
 export type Progress = (step: string, detail: string) => void;
@@ -71,7 +72,7 @@ export async function follow(
   let last = OrderStatus.UNSPECIFIED;
   for (;;) {
     const order = await getOrder(client, orderId);
-    const elapsed = `${((Date.now() - started) / 1000).toFixed(3)}s`;
+    const elapsed = formatElapsed(Date.now() - started);
     if (order.status !== last) {
       last = order.status;
       progress("status", `${statusName(last)} after ${elapsed}`);
@@ -137,7 +138,7 @@ export async function runJourney(
   client.token = login.accessToken;
   progress(
     "login",
-    `token for user ${login.user?.userId}, expires ${login.expiresAt ? new Date(Number(login.expiresAt.seconds) * 1000).toISOString() : "?"}`,
+    `token for user ${login.user?.userId}, expires ${login.expiresAt ? formatTime(timestampDate(login.expiresAt)) : "?"}`,
   );
 
   const all = await step("list products", () => products(client));

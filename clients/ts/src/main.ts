@@ -74,6 +74,7 @@ export interface Io {
 export async function run(argv: string[], env: NodeJS.ProcessEnv, io: Io): Promise<number> {
   let output = "text";
   let client: ShopClient | undefined;
+  let prefix = "shopctl";
   try {
     const { values, positionals } = parseArgs({
       args: argv,
@@ -95,6 +96,7 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv, io: Io): Promi
     });
     output = values.output;
     const [command, ...args] = positionals;
+    prefix = `shopctl ${command ?? ""}`.trimEnd();
     if (values.help || command === undefined || !["text", "json", "binpb"].includes(output)) {
       io.stderr(USAGE);
       return 2;
@@ -198,11 +200,11 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv, io: Io): Promi
   } catch (err) {
     const failure = explain(err);
     if (failure === undefined) {
-      io.stderr(`shopctl: ${err instanceof Error ? err.message : String(err)}\n`);
+      io.stderr(`${prefix}: ${err instanceof Error ? err.message : String(err)}\n`);
     } else if (output === "json") {
       io.stderr(`${JSON.stringify(failure)}\n`);
     } else {
-      io.stderr(`shopctl: ${failure.step ? `${failure.step}: ` : ""}${formatFailure(failure)}`);
+      io.stderr(`${prefix}: ${failure.step ? `${failure.step}: ` : ""}${formatFailure(failure)}`);
     }
     return isParseArgsError(err) ? 2 : exitCode(err);
   } finally {

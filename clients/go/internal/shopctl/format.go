@@ -48,22 +48,29 @@ func WriteProducts(w io.Writer, products []*inventoryv1.Product) error {
 	return tw.Flush()
 }
 
-// WriteOrder prints an order, its lines and its saga timeline.
+// WriteOrder prints an order, its lines and its saga timeline (times in UTC).
 func WriteOrder(w io.Writer, o *orderv1.Order) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "order %s\t%s\ttotal %s\n", o.GetOrderId(), StatusName(o.GetStatus()), FormatMoney(o.GetTotal()))
+	fmt.Fprintf(w, "order %s  %s  total %s\n", o.GetOrderId(), StatusName(o.GetStatus()), FormatMoney(o.GetTotal()))
 	if o.GetCancelReason() != "" {
-		fmt.Fprintf(tw, "cancelled:\t%s\n", o.GetCancelReason())
+		fmt.Fprintf(w, "cancelled: %s\n", o.GetCancelReason())
 	}
+	lines := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, l := range o.GetLines() {
-		fmt.Fprintf(tw, "  %d x %s\t%s\t%s\n", l.GetQuantity(), l.GetProductId(), FormatMoney(l.GetUnitPrice()), FormatMoney(l.GetLineTotal()))
+		fmt.Fprintf(lines, "  %d x %s\t%s\t%s\n", l.GetQuantity(), l.GetProductId(), FormatMoney(l.GetUnitPrice()), FormatMoney(l.GetLineTotal()))
 	}
-	fmt.Fprintln(tw, "saga timeline:")
+	if err := lines.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "saga timeline:")
+	timeline := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, e := range o.GetTimeline() {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n",
-			e.GetAt().AsTime().Local().Format(time.TimeOnly+".000"), e.GetStep(), StatusName(e.GetStatus()), e.GetDetail())
+		row := fmt.Sprintf("  %s\t%s\t%s", e.GetAt().AsTime().UTC().Format(time.TimeOnly+".000"), e.GetStep(), StatusName(e.GetStatus()))
+		if e.GetDetail() != "" {
+			row += "\t" + e.GetDetail()
+		}
+		fmt.Fprintln(timeline, row)
 	}
-	return tw.Flush()
+	return timeline.Flush()
 }
 
 // WriteFailure prints a failed call: code, message and each field violation.
