@@ -41,7 +41,7 @@ commands:
   products  list the products
   place     --line PRODUCT=QTY ... [--key K] [--card C]
   order     ORDER_ID
-  follow    ORDER_ID [--wait D]
+  follow    [--wait D] ORDER_ID
 
 flags:
   --addr host:port   gateway address ($SHOPCTL_ADDR, default 127.0.0.1:8080)

@@ -40,7 +40,7 @@ commands:
   products  list the products
   place     -line PRODUCT=QTY ... [-key K] [-card C]
   order     ORDER_ID
-  follow    ORDER_ID [-wait D]
+  follow    [-wait D] ORDER_ID
 
 flags:
 `
