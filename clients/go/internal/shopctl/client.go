@@ -120,11 +120,9 @@ func (c *Client) intercept(
 			return localInvalid(err)
 		}
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-	}
+	// The call's own deadline; an earlier one from the caller (a journey's wait) stays.
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
 	if token := c.Token(); token != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 	}

@@ -34,6 +34,7 @@ type fakeShop struct {
 	mu          sync.Mutex
 	calls       []string
 	noDeadline  []string
+	longestLeft time.Duration
 	reads       int
 	order       *orderv1.Order
 	validateErr func(proto.Message) error
@@ -42,8 +43,10 @@ type fakeShop struct {
 func (f *fakeShop) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, info.FullMethod)
-	if _, ok := ctx.Deadline(); !ok {
+	if deadline, ok := ctx.Deadline(); !ok {
 		f.noDeadline = append(f.noDeadline, info.FullMethod)
+	} else {
+		f.longestLeft = max(f.longestLeft, time.Until(deadline))
 	}
 	f.mu.Unlock()
 	if err := f.validateErr(req.(proto.Message)); err != nil {
@@ -165,6 +168,9 @@ func TestJourneyFollowsTheOrderUntilConfirmed(t *testing.T) {
 	}
 	if len(shop.noDeadline) > 0 {
 		t.Errorf("calls without a deadline: %v", shop.noDeadline)
+	}
+	if shop.longestLeft > 5*time.Second {
+		t.Errorf("a call had %v left: the journey's 30s wait replaced the 5s call timeout", shop.longestLeft)
 	}
 }
 
