@@ -100,7 +100,7 @@ func (c *cli) dispatch(ctx context.Context, command string, args []string) error
 	)
 	fs.Var(&lines, "line", "order line `PRODUCT=QTY` (repeat for more lines)")
 	if err := fs.Parse(args); err != nil {
-		return shopctl.UsageError(err.Error())
+		return shopctl.UsageError("") // the flag package has said what is wrong
 	}
 	client, err := shopctl.Dial(c.opts)
 	if err != nil {
@@ -213,7 +213,9 @@ func (c *cli) progress(step, detail string) {
 func (c *cli) fail(command string, err error) {
 	f, isRPC := shopctl.Explain(err)
 	if !isRPC {
-		fmt.Fprintf(c.stderr, "shopctl %s: %v\n", command, err)
+		if err.Error() != "" {
+			fmt.Fprintf(c.stderr, "shopctl %s: %v\n", command, err)
+		}
 		return
 	}
 	if c.output == "json" {
