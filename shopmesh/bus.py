@@ -246,11 +246,20 @@ class Consumer:
                 trace.get_current_span().set_attribute(
                     "shop.order_id", getattr(event, "order_id", "")
                 )
+                event_id = event.meta.event_id  # type: ignore[attr-defined]
                 async with self.unit_of_work() as uow:
-                    if await uow.mark_processed(sub.name, event.meta.event_id):  # type: ignore[attr-defined]
+                    first_time = await uow.mark_processed(sub.name, event_id)
+                    if first_time:
                         faults.fail_point("consumer.handler")
                         await sub.handler(event, uow)
                     await uow.commit()
+                log.info(
+                    "%s: %s %s %s",
+                    sub.name,
+                    "handled" if first_time else "skipped duplicate",
+                    sub.event_type.DESCRIPTOR.name,
+                    event_id,
+                )
                 faults.crash_point("consumer.before_ack")
             except RetryLater as wait:
                 log.info("%s: %s (attempt %d); will retry", sub.name, wait, attempt)

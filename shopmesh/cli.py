@@ -344,6 +344,9 @@ def status(options: Options) -> None:
     envoys = envoy_table(mesh, statuses)
     if envoys is not None:
         console.print(envoys)
+    rpcs = cli_ops.rpc_table(mesh.var.root / "traces")
+    if rpcs is not None:
+        console.print(rpcs)
     crashed = [s for s in statuses if s.crashed]
     if crashed:
         for st in crashed:
@@ -357,31 +360,57 @@ def status(options: Options) -> None:
 @click.argument("instances", nargs=-1)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @click.option("-n", "--lines", default=40, show_default=True, help="Lines of history each.")
+@click.option("--trace", "trace_id", default=None, help="Only the lines of this trace id.")
 @pass_options
-def logs(options: Options, instances: tuple[str, ...], follow: bool, lines: int) -> None:
-    """Print the logs of INSTANCES (default: every program), optionally following them."""
+def logs(
+    options: Options, instances: tuple[str, ...], follow: bool, lines: int, trace_id: str | None
+) -> None:
+    """Print the logs of INSTANCES (an instance, or a service for all its instances;
+    default: every program), optionally following them or only one trace's lines."""
     mesh = options.running_mesh()
     known = mesh.log_paths()
+
     for name in instances:
-        if name not in known and name != "supervisord":
+        if name != "supervisord" and not any(_selects(name, program) for program in known):
             raise click.BadParameter(
                 f"{name!r}; known: {', '.join([*known, 'supervisord'])}", param_hint="INSTANCES"
             )
-    paths = {n: p for n, p in known.items() if not instances or n in instances}
+    paths = {
+        n: p for n, p in known.items() if not instances or any(_selects(i, n) for i in instances)
+    }
     if "supervisord" in instances:
         paths["supervisord"] = mesh.var.log_file("supervisord")
     prefixer = Prefixer(list(paths))
     follower = LogFollower(paths)  # before printing history, so no line falls in between
     for name, path in paths.items():
-        for line in tail(path, lines):
+        if trace_id:
+            history = [line for line in _read_lines(path) if trace_id in line]
+        else:
+            history = tail(path, lines)
+        for line in history:
             console.print(prefixer.line(name, line), soft_wrap=True)
     if not follow:
         return
     with contextlib.suppress(KeyboardInterrupt), _interruptible():
         while True:
             for name, line in follower.poll():
-                console.print(prefixer.line(name, line), soft_wrap=True)
+                if not trace_id or trace_id in line:
+                    console.print(prefixer.line(name, line), soft_wrap=True)
             time.sleep(0.2)
+
+
+def _selects(selector: str, program: str) -> bool:
+    """`order` selects order-1, order-2 and order-1-sidecar; `order-1` only order-1."""
+    return program == selector or (
+        program.startswith(f"{selector}-") and not selector[-1:].isdigit()
+    )
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
 
 
 @main.command()

@@ -6,9 +6,11 @@ Registered on the `shopmesh` group in shopmesh/cli.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -22,6 +24,7 @@ from shopmesh import dlq as dead_letters
 from shopmesh import traces
 from shopmesh.identity import ROLE_HEADER, USER_ID_HEADER, Role
 from shopmesh.runner import Mesh, MeshNotRunning
+from shopmesh.tracesink import STATS_FILE
 
 console = Console(highlight=False)
 T = TypeVar("T")
@@ -179,6 +182,25 @@ def token(ctx: click.Context, user_id: str, role: str, ttl: int) -> None:
 
     signed, _ = issue_token(ensure_signing_key(keys_dir(ctx.obj.var)), user_id, role, ttl)
     click.echo(signed)
+
+
+def rpc_table(traces_dir: Path) -> Table | None:
+    """Per service: requests/s, error rate, p50/p99 over the latest metrics window."""
+    try:
+        stats = json.loads((traces_dir / STATS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    table = Table(title="rpcs (last metrics window)")
+    for column in ("service", "req/s", "errors", "p50 ms", "p99 ms"):
+        table.add_column(column)
+    for service, figures in sorted(stats.items()):
+        table.add_row(
+            service,
+            f"{figures['rps']:.1f}",
+            f"{figures['error_rate']:.1%}",
+            *(f"{figures[q]:g}" if figures[q] is not None else "-" for q in ("p50_ms", "p99_ms")),
+        )
+    return table
 
 
 COMMANDS = (saga, dlq, trace, token)

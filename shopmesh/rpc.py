@@ -97,10 +97,12 @@ def _wrap(behavior: UnaryBehavior, method: str) -> UnaryBehavior:
             return await _handle(request, context)
         finally:
             code = context.code() or grpc.StatusCode.OK
+            elapsed_ms = (time.perf_counter() - started) * 1000
             _duration.record(
-                (time.perf_counter() - started) * 1000,
-                {"rpc.method": method, "rpc.grpc.status_code": code.value[0]},
+                elapsed_ms, {"rpc.method": method, "rpc.grpc.status_code": code.value[0]}
             )
+            # One line per call, inside its span: `shopmesh logs --trace` finds it.
+            log.info("%s %s %.1fms", method, code.name, elapsed_ms)
 
     async def _handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         invalid = bad_request(request)

@@ -37,7 +37,7 @@ import psutil
 
 from shopmesh.envoy import render as envoy
 from shopmesh.envoy.layout import REFLECTOR, Layout, MeshPlan
-from shopmesh.envoy.settings import Settings
+from shopmesh.envoy.settings import OTLP_TARGET_ENV, Settings
 from shopmesh.topology import (
     LOOPBACK,
     REPO_ROOT,
@@ -393,9 +393,12 @@ def service_programs(ctx: RunContext) -> Iterator[Program | Unavailable]:
                 command=(ctx.python, "-m", f"services.{svc.name}"),
                 log=ctx.var.log_file(inst.name),
                 directory=ctx.repo_root,
-                env=service_env(
-                    ctx.topology, inst, ctx.var.root, via_sidecar=plan.has_sidecar(inst)
-                ),
+                env={
+                    **service_env(
+                        ctx.topology, inst, ctx.var.root, via_sidecar=plan.has_sidecar(inst)
+                    ),
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint(ctx),
+                },
                 ports={"grpc": inst.app_port},
                 probes=(GrpcHealthProbe(inst.app_port),),
                 priority=PRIORITY["service"],
@@ -445,9 +448,41 @@ def prepare(ctx: RunContext) -> None:
     envoy.prepare(mesh_plan(ctx), Layout(ctx.var.root), settings)
 
 
-# Add the OTLP sink builder here; each yields Programs.
+TRACESINK = "tracesink"
+
+
+def otlp_endpoint(ctx: RunContext) -> str:
+    """Where services export: a collector named by SHOPMESH_OTLP_TARGET, else the sink."""
+    target = ctx.environ.get(OTLP_TARGET_ENV) or f"{LOOPBACK}:{ctx.topology.otlp_port}"
+    return f"http://{target}"
+
+
+def tracesink_programs(ctx: RunContext) -> Iterator[Program]:
+    """The local OTLP receiver every service and Envoy export to (shopmesh.tracesink)."""
+    if ctx.environ.get(OTLP_TARGET_ENV):
+        return  # spans and metrics go to the collector the user named instead
+    port = ctx.topology.otlp_port
+    yield Program(
+        name=TRACESINK,
+        kind="otlp",
+        command=(
+            ctx.python,
+            "-m",
+            "shopmesh.tracesink",
+            f"--port={port}",
+            f"--dir={ctx.var.root / 'traces'}",
+        ),
+        log=ctx.var.log_file(TRACESINK),
+        directory=ctx.repo_root,
+        ports={"grpc": port},
+        probes=(GrpcHealthProbe(port),),
+        priority=PRIORITY["otlp"],
+    )
+
+
 PROGRAM_BUILDERS: tuple[ProgramBuilder, ...] = (
     nats_programs,
+    tracesink_programs,
     service_programs,
     envoy_programs,
     reflector_programs,

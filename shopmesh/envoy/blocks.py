@@ -16,7 +16,7 @@ from typing import Any
 from shopmesh.contracts import GrpcService, Method
 from shopmesh.envoy.layout import Layout
 from shopmesh.envoy.settings import Settings, duration
-from shopmesh.topology import LOOPBACK
+from shopmesh.topology import LOOPBACK, Topology
 
 Json = dict[str, Any]
 
@@ -27,6 +27,8 @@ REFLECTION_PREFIXES = (
 )
 
 _TYPES = "type.googleapis.com/envoy."
+
+OTLP_SINK = "otlp_sink"
 
 
 class Anchored(dict[str, Any]):
@@ -56,9 +58,10 @@ class Shared:
     http2: Anchored
     circuit_breakers: Anchored
     outlier_detection: Anchored
+    tracing: Json
 
     @classmethod
-    def of(cls, settings: Settings, access_log_path: Path) -> Shared:
+    def of(cls, settings: Settings, access_log_path: Path, service_name: str) -> Shared:
         return cls(
             settings,
             [access_log(access_log_path)],
@@ -66,6 +69,7 @@ class Shared:
             http2_options(),
             circuit_breakers(settings),
             outlier_detection(settings),
+            tracing(service_name),
         )
 
 
@@ -127,12 +131,44 @@ def http_connection_manager(
             codec_type=codec,
             **options,
             access_log=shared.access_log,
+            tracing=shared.tracing,
             route_config={
                 "name": f"{stat_prefix}_routes",
                 "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}],
             },
             http_filters=[*http_filters, router()],
         ),
+    }
+
+
+def tracing(service_name: str) -> Json:
+    """Spans for every request, W3C traceparent in and out, exported over OTLP/gRPC."""
+    return {
+        "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": typed(
+                "config.trace.v3.OpenTelemetryConfig",
+                grpc_service={"envoy_grpc": {"cluster_name": OTLP_SINK}, "timeout": "1s"},
+                service_name=service_name,
+            ),
+        },
+        # Sample everything: a local mesh is for seeing whole journeys.
+        "random_sampling": {"value": 100},
+    }
+
+
+def otlp_cluster(topology: Topology, shared: Shared) -> Json:
+    """The collector Envoy exports spans to. It must be HTTP/2, or every export fails
+    silently while `tracing.opentelemetry.spans_sent` still counts."""
+    host, _, port = shared.settings.otlp_target.rpartition(":")
+    if not host:
+        host, port = LOOPBACK, str(topology.otlp_port)
+    return {
+        "name": OTLP_SINK,
+        "type": "STRICT_DNS",
+        "connect_timeout": duration(shared.settings.connect_timeout),
+        "typed_extension_protocol_options": shared.http2,
+        "load_assignment": endpoints(OTLP_SINK, [(OTLP_SINK, host, int(port))]),
     }
 
 

@@ -22,6 +22,7 @@ from shopmesh.envoy.blocks import (
     local_cluster,
     mesh_cluster,
     method_routes,
+    otlp_cluster,
     typed,
     upstream_mtls,
 )
@@ -135,12 +136,13 @@ def clusters(plan: MeshPlan, layout: Layout, shared: Shared) -> list[Json]:
         )
     # The reflector runs beside the gateway, outside the mTLS mesh: plain loopback.
     out.append(local_cluster(REFLECTOR, plan.topology.reflector_port, shared, health_service=""))
+    out.append(otlp_cluster(plan.topology, shared))
     return out
 
 
 def gateway_config(plan: MeshPlan, layout: Layout, settings: Settings, jwks: Path) -> Json:
     topo = plan.topology
-    shared = Shared.of(settings, layout.access_log(GATEWAY))
+    shared = Shared.of(settings, layout.access_log(GATEWAY), GATEWAY)
     filters = [rate_limit(settings), transcoder(plan, layout), jwt_authn(jwks), grpc_stats()]
     hcm = http_connection_manager(
         GATEWAY,

@@ -27,6 +27,11 @@ ENV_OVERRIDES = {
 }
 
 
+# An OTLP/gRPC collector (host:port) to send every span and metric to instead of the
+# local sink, for example Jaeger's 4317 (docs/observability.md).
+OTLP_TARGET_ENV = "SHOPMESH_OTLP_TARGET"
+
+
 @dataclass(frozen=True)
 class Settings:
     # Timeouts (seconds). A client's grpc-timeout wins up to grpc_timeout_max.
@@ -65,6 +70,9 @@ class Settings:
     rate_limit_rps: int = 200
     rate_limit_burst: int = 400
 
+    # Where spans go (host:port, OTLP/gRPC); empty means the mesh's own trace sink.
+    otlp_target: str = ""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -80,7 +88,7 @@ class Settings:
             if value <= 0:
                 raise ValueError(f"{variable} must be a positive integer, got {raw!r}")
             changes[name] = value
-        return replace(cls(), **changes)
+        return replace(cls(), **changes, otlp_target=env.get(OTLP_TARGET_ENV, ""))
 
     def as_dict(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

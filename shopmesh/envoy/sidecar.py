@@ -21,6 +21,7 @@ from shopmesh.envoy.blocks import (
     local_cluster,
     mesh_cluster,
     method_routes,
+    otlp_cluster,
     typed,
     upstream_mtls,
 )
@@ -106,9 +107,12 @@ def egress(instance: Instance, dependency: str, plan: MeshPlan, shared: Shared) 
 
 def sidecar_config(instance: Instance, plan: MeshPlan, layout: Layout, settings: Settings) -> Json:
     name = sidecar_name(instance)
-    shared = Shared.of(settings, layout.access_log(name))
+    shared = Shared.of(settings, layout.access_log(name), name)
     listeners = [ingress(instance, plan, layout, shared)]
-    clusters = [local_cluster(LOCAL_APP, instance.app_port, shared)]
+    clusters = [
+        local_cluster(LOCAL_APP, instance.app_port, shared),
+        otlp_cluster(plan.topology, shared),
+    ]
     for dep in instance.depends_on:
         listeners.append(egress(instance, dep, plan, shared))
         hosts = [(i.name, layout.host(i.name), i.ingress_port) for i in plan.instances_of(dep)]
