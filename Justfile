@@ -50,10 +50,10 @@ fault *args:
 token *args:
     @shopmesh token {{args}}
 
-# Install the pinned code generators: the Go plugins (`tool` lines of gen/go/go.mod)
-# into .tools/bin, and package-lock.json (protoc-gen-es, the TS client) into node_modules.
-# Seconds when nothing changed. Without Go or Node it says what it skips; with CI=true
-# it fails instead.
+# The Go plugins (`tool` lines of gen/go/go.mod) go into .tools/bin, package-lock.json
+# (protoc-gen-es, the TS client) into node_modules; seconds when nothing changed. Without
+# Go or Node it says what it skips; with CI=true it fails instead.
+# Install the pinned Go and TypeScript code generators.
 tools:
     #!/usr/bin/env bash
     set -euo pipefail
