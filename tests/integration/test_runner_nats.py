@@ -29,6 +29,7 @@ from shopmesh.runner import (
     is_alive,
 )
 from shopmesh.topology import Topology, free_topology, load_topology, topology_from_dict
+from tests.support.envoymesh import run_processes
 
 pytestmark = pytest.mark.integration
 
@@ -66,20 +67,6 @@ FAKE_SERVICE = textwrap.dedent(
 CRASHING_SERVICE = 'import sys\nprint("boom: no database", flush=True)\nsys.exit(3)\n'
 
 
-def _run_processes(var: Path) -> list[psutil.Process]:
-    """Every live process whose command line mentions this run's var dir."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "environ"]):
-        try:
-            cmdline = " ".join(proc.info["cmdline"] or [])
-            env = proc.info["environ"] or {}
-        except psutil.Error:
-            continue
-        if (str(var) in cmdline or env.get("SHOPMESH_VAR") == str(var)) and is_alive(proc):
-            found.append(proc)
-    return found
-
-
 @pytest.fixture
 def meshes(tmp_path: Path) -> Iterator[MeshFactory]:
     """Build meshes; on teardown stop them all and fail if any process of theirs is left."""
@@ -96,7 +83,7 @@ def meshes(tmp_path: Path) -> Iterator[MeshFactory]:
     leftovers: list[psutil.Process] = []
     for mesh in made:
         mesh.stop(timeout=20)
-        leftovers += _run_processes(mesh.var.root)
+        leftovers += run_processes(mesh.var.root)
     for proc in leftovers:  # kill before failing: never leave a process behind
         proc.kill()
     assert not leftovers, f"processes left running: {leftovers}"
@@ -292,7 +279,7 @@ def test_cli_start_status_logs_stop(tmp_path: Path, no_services: Topology) -> No
         assert "mesh stopped" in result.output
     finally:
         Mesh(no_services, var).stop(timeout=20)
-        left = _run_processes(var.resolve())
+        left = run_processes(var.resolve())
         for proc in left:
             proc.kill()
     assert not left

@@ -10,28 +10,15 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from shopmesh.runner import Mesh
-from shopmesh.topology import Topology, free_topology, load_topology
+from tests.support import envoymesh
 
 
 @contextlib.contextmanager
-def running_mesh(
-    var_dir: Path,
-    environ: Mapping[str, str] | None = None,
-    topology: Topology | None = None,
-    timeout: float = 90,
-) -> Iterator[Mesh]:
-    """Start every process of the topology on free ports; stop them all afterwards."""
-    mesh = Mesh(
-        free_topology(topology or load_topology()),
-        var_dir,
-        environ={**os.environ, **(environ or {})},
-    )
-    mesh.start()
-    try:
-        mesh.wait_ready(timeout=timeout)
-        yield mesh
-    finally:
-        mesh.stop()
+def running_mesh(var_dir: Path, environ: Mapping[str, str] | None = None) -> Iterator[Mesh]:
+    """The whole mesh on free ports, stopped afterwards with no process left
+    (tests.support.envoymesh.running_mesh, for tests that need only the Mesh)."""
+    with envoymesh.running_mesh(var_dir, environ or {}) as running:
+        yield running.mesh
 
 
 def app_addresses(mesh: Mesh) -> dict[str, str]:
