@@ -459,8 +459,8 @@ def otlp_endpoint(ctx: RunContext) -> str:
 
 def tracesink_programs(ctx: RunContext) -> Iterator[Program]:
     """The local OTLP receiver every service and Envoy export to (shopmesh.tracesink)."""
-    if ctx.environ.get(OTLP_TARGET_ENV):
-        return  # spans and metrics go to the collector the user named instead
+    if ctx.environ.get(OTLP_TARGET_ENV) or not ctx.topology.instances:
+        return  # spans go to the collector the user named instead, or nothing exports
     port = ctx.topology.otlp_port
     yield Program(
         name=TRACESINK,
