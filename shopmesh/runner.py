@@ -459,7 +459,8 @@ def otlp_endpoint(ctx: RunContext) -> str:
 
 def tracesink_programs(ctx: RunContext) -> Iterator[Program]:
     """The local OTLP receiver every service and Envoy export to (shopmesh.tracesink)."""
-    if ctx.environ.get(OTLP_TARGET_ENV) or not ctx.topology.instances:
+    exporters = [i for i in ctx.topology.instances if _entry(ctx, i.service).exists()]
+    if ctx.environ.get(OTLP_TARGET_ENV) or not exporters:
         return  # spans go to the collector the user named instead, or nothing exports
     port = ctx.topology.otlp_port
     yield Program(
@@ -473,7 +474,7 @@ def tracesink_programs(ctx: RunContext) -> Iterator[Program]:
             f"--dir={ctx.var.root / 'traces'}",
         ),
         log=ctx.var.log_file(TRACESINK),
-        directory=ctx.repo_root,
+        directory=ctx.var.root,
         ports={"grpc": port},
         probes=(GrpcHealthProbe(port),),
         priority=PRIORITY["otlp"],

@@ -181,7 +181,7 @@ def test_services_get_the_contract_environment(
     mesh.wait_ready(timeout=30)
 
     states = {s.name: s.state for s in mesh.status()}
-    assert states == {n: "RUNNING" for n in ("nats", "echo-1", "echo-2", "caller-1")}
+    assert states == {n: "RUNNING" for n in ("nats", "tracesink", "echo-1", "echo-2", "caller-1")}
     assert all(v is None for v in mesh.probe().values())
 
     env = json.loads((mesh.var.root / "env-caller-1.json").read_text())
