@@ -6,6 +6,9 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 # The committed image of the published contracts that `breaking` compares against.
 baseline_image := "contracts/baseline.binpb"
 
+# The bench's load generator, installed into .tools/bin by `tools` (bench/ghz.py names it too).
+ghz_version := "v0.120.0"
+
 # List the recipes.
 default:
     @just --list
@@ -63,6 +66,10 @@ tools:
     }
     if command -v go >/dev/null; then
         (cd gen/go && GOBIN="$PWD/../../.tools/bin" go install tool)
+        # ghz for `bench`: `go install` stamps the module version into the binary.
+        if ! go version -m .tools/bin/ghz 2>/dev/null | grep -Eq "mod\s+github.com/bojand/ghz\s+{{ghz_version}}\s"; then
+            GOBIN="$PWD/.tools/bin" go install "github.com/bojand/ghz/cmd/ghz@{{ghz_version}}"
+        fi
     else
         missing go go
     fi
@@ -129,6 +136,10 @@ baseline:
 # Describe a service or message from the contracts, without a running server.
 describe symbol:
     grpcurl -protoset <(buf build -o -) describe {{symbol}}
+
+# Cost of each proxy hop and saga throughput, on a mesh of its own: `bench [--quick] [--record]`.
+bench *args: tools
+    python -m bench {{args}}
 
 # Every check and the whole test suite: what CI runs.
 test *args: lint gen-check breaking

@@ -1,0 +1,144 @@
+"""What each proxy hop costs: one read RPC (InventoryService/GetProduct) over five paths.
+
+    direct     client -> inventory-1
+    floor-1    client -> bare Envoy -> inventory-1
+    sidecar    client -(mTLS)-> inventory-1's sidecar -> inventory-1
+    floor-2    client -> bare Envoy -> bare Envoy -> inventory-1
+    gateway    client -> gateway (rate limit, transcoder, JWT, gRPC stats) -(mTLS)->
+               sidecar (fault filter) -> inventory-1        <- the real user path
+
+Each path is measured at 1 caller and at saturation (many callers on one connection),
+then at fixed offered rates for the latency-against-load plot. The paths take turns
+within one run, so a busy machine slows them all alike and the ratios still hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import floor, ghz
+from bench.mesh import BenchMesh
+from bench.progress import Tracker
+from shopmesh.envoy.layout import GATEWAY, Layout
+
+CALL = "shop.inventory.v1.InventoryService/GetProduct"
+ROUTES = ("direct", "floor-1", "sidecar", "floor-2", "gateway")
+DATA = '{"product_id": "sku-espresso"}'
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    envoy_hops: int
+    description: str
+    target: ghz.Target
+
+
+def paths(mesh: BenchMesh, token: str) -> list[Route]:
+    topo = mesh.topology
+    inventory = topo.service(floor.TARGET_SERVICE).instances[0]
+    front, back = floor.hops(topo)
+    layout = Layout(mesh.var)
+    # The sidecar accepts the gateway's certificate: the client stands where it stands.
+    as_gateway = ghz.Tls(layout.ca, layout.cert(GATEWAY), layout.key(GATEWAY))
+    bearer = {"authorization": f"Bearer {token}"}
+    return [
+        Route("direct", 0, "client -> service", ghz.Target(inventory.app_addr)),
+        Route(
+            "floor-1",
+            1,
+            "client -> bare Envoy -> service",
+            ghz.Target(f"127.0.0.1:{back.port}"),
+        ),
+        Route(
+            "sidecar",
+            1,
+            "client -mTLS-> sidecar -> service",
+            ghz.Target(f"127.0.0.1:{inventory.ingress_port}", tls=as_gateway),
+        ),
+        Route(
+            "floor-2",
+            2,
+            "client -> bare Envoy -> bare Envoy -> service",
+            ghz.Target(f"127.0.0.1:{front.port}"),
+        ),
+        Route(
+            "gateway",
+            2,
+            "client -> gateway (JWT, rate limit, stats) -mTLS-> sidecar -> service",
+            ghz.Target(mesh.gateway, metadata=bearer),
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class Plan:
+    seconds: float  # each measured run
+    warmup_seconds: float
+    saturation: int  # callers in flight at saturation
+    sweep_fractions: tuple[float, ...]  # offered rates, as fractions of direct's saturation
+    sweep_seconds: float
+
+
+def measure(
+    protoset: Path,
+    path: Route,
+    concurrency: int,
+    seconds: float,
+    rps: float = 0,
+) -> ghz.Stats:
+    args = ghz.command(
+        path.target, CALL, DATA, protoset, concurrency=concurrency, seconds=seconds, rps=rps
+    )
+    return ghz.run(args, seconds)
+
+
+def steps(plan: Plan) -> int:
+    """How many measurements :func:`run` makes (for the progress bar)."""
+    return len(ROUTES) * (3 + len(plan.sweep_fractions))
+
+
+def run(
+    mesh: BenchMesh, token: str, plan: Plan, protoset: Path, progress: Tracker
+) -> dict[str, Any]:
+    """Every path at 1 caller and at saturation, then the offered-load sweep."""
+    routes = paths(mesh, token)
+    for path in routes:  # connections, TLS sessions, Envoy's first-request work
+        progress.begin(f"warm-up {path.name}")
+        measure(protoset, path, plan.saturation, plan.warmup_seconds)
+    levels: dict[str, dict[str, dict[str, Any]]] = {p.name: {} for p in routes}
+    for label, concurrency in (("1", 1), ("saturation", plan.saturation)):
+        for path in routes:
+            progress.begin(f"{path.name} at {concurrency} in flight")
+            stats = measure(protoset, path, concurrency, plan.seconds)
+            levels[path.name][label] = stats.as_dict()
+            progress.say(
+                f"{path.name:8} {concurrency:3} in flight: {stats.rps:7.0f} rps,"
+                f" p50 {stats.p50_ms:6.2f} ms, p99 {stats.p99_ms:6.2f} ms"
+                + (f", {stats.errors} errors" if stats.errors else "")
+            )
+    direct_max = levels["direct"]["saturation"]["rps"]
+    sweep: list[dict[str, Any]] = []
+    for fraction in plan.sweep_fractions:
+        offered = max(50.0, round(direct_max * fraction, -1))
+        for path in routes:
+            progress.begin(f"{path.name} at {offered:.0f} rps offered")
+            stats = measure(protoset, path, plan.saturation, plan.sweep_seconds, rps=offered)
+            sweep.append({"path": path.name, "offered_rps": offered, **stats.as_dict()})
+    return {
+        "call": CALL,
+        "client": "ghz",
+        "paths": [
+            {
+                "name": p.name,
+                "envoy_hops": p.envoy_hops,
+                "description": p.description,
+                "levels": levels[p.name],
+            }
+            for p in routes
+        ],
+        "saturation_in_flight": plan.saturation,
+        "sweep": sweep,
+    }
