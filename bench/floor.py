@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from shopmesh.envoy import admin
 from shopmesh.envoy.blocks import (
     Json,
     address,
@@ -26,7 +27,6 @@ from shopmesh.envoy.blocks import (
     typed,
 )
 from shopmesh.envoy.render import envoy_binary
-from shopmesh.probes import HttpProbe
 from shopmesh.runner import Program, RunContext
 from shopmesh.topology import LOOPBACK, Topology
 
@@ -109,6 +109,10 @@ def write_configs(var: Path, topology: Topology) -> None:
         path.write_text(yaml.safe_dump(hop.config(), sort_keys=False))
 
 
+def ready(topology: Topology) -> bool:
+    return all(admin.ready(hop.admin_port) for hop in hops(topology))
+
+
 def programs(ctx: RunContext) -> list[Program]:
     """A runner builder: the two floor Envoys (configs from :func:`write_configs`)."""
     out = []
@@ -131,7 +135,7 @@ def programs(ctx: RunContext) -> list[Program]:
                 log=ctx.var.log_file(hop.name),
                 directory=ctx.var.root,
                 ports={"listener": hop.port, "admin": hop.admin_port},
-                probes=(HttpProbe(hop.admin_port, "/ready"),),
+                # Readiness: bench.mesh waits for each admin's /ready (floor.ready).
                 priority=250,
             )
         )

@@ -54,15 +54,17 @@ class BenchMesh:
 
 
 def _wait_all_healthy(mesh: Mesh, timeout: float) -> None:
-    """Every Envoy sees every host healthy: the first health checks may predate the apps."""
+    """Every Envoy sees every host healthy (the first health checks may predate the apps),
+    and the floor Envoys are ready."""
     ports = [mesh.topology.gateway_admin_port, *(i.admin_port for i in mesh.topology.instances)]
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(admin.AdminError):
-            if all(h.healthy for port in ports for h in admin.clusters(port)):
+            healthy = all(h.healthy for port in ports for h in admin.clusters(port))
+            if healthy and floor.ready(mesh.topology):
                 return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"Envoy hosts not all healthy after {timeout:.0f}s")
+            raise TimeoutError(f"Envoys not all ready and healthy after {timeout:.0f}s")
         time.sleep(0.2)
 
 
