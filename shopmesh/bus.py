@@ -160,7 +160,7 @@ class Relay:
                     .limit(batch)
                 )
             ).all()
-        acknowledged: list[int] = []
+        acknowledged: list[dict[str, object]] = []  # seq and ack time of each row
         try:
             for row in rows:
                 # The publish span continues the trace of the request that wrote the row,
@@ -176,21 +176,22 @@ class Relay:
                     propagate.inject(headers)
                     faults.crash_point("relay.before_publish")
                     await self.js.publish(row.subject, row.payload, timeout=5, headers=headers)
-                acknowledged.append(row.seq)
+                acknowledged.append({"row_seq": row.seq, "acked_at": now()})
             faults.crash_point("relay.before_mark")
         finally:
-            # One write marks every acknowledged row (also when a later publish failed).
-            # A write per row cost a transaction per event and, under load, made the
-            # relay queue behind every other writer of the database (docs/benchmarks.md).
-            # A crash before this write re-publishes the batch: JetStream drops the
-            # copies (same Nats-Msg-Id), and consumers skip what they processed.
+            # One write marks every acknowledged row with the time of its ack, also when a
+            # later publish failed. A write per row cost a transaction per event and,
+            # under load, made the relay queue behind every other writer of the database
+            # (docs/benchmarks.md). A crash before this write re-publishes the batch:
+            # JetStream drops the copies (same Nats-Msg-Id), consumers skip what they did.
             if acknowledged:
+                mark = (
+                    sa.update(outbox)
+                    .where(outbox.c.seq == sa.bindparam("row_seq"))
+                    .values(published_at=sa.bindparam("acked_at"))
+                )
                 async with self.db.writer.begin() as conn:
-                    await conn.execute(
-                        sa.update(outbox)
-                        .where(outbox.c.seq.in_(acknowledged))
-                        .values(published_at=now())
-                    )
+                    await conn.execute(mark, acknowledged)
         return len(rows)
 
 
