@@ -138,8 +138,22 @@ def measure(mode: Mode, var: Path, console: Console) -> dict[str, Any]:
             "customers": len(customers),
         },
     }
+    result["saga"]["cpu_ms_per_order"] = cpu_per_order(under_load, len(fixed.confirmed))
     result["resources"] = {"idle": idle, "saga": under_load}
     return result
+
+
+def cpu_per_order(window: dict[str, Any], confirmed: int) -> dict[str, float]:
+    """CPU milliseconds each confirmed order cost, per process kind, over the fixed step
+    (placing, then waiting for every order to end): the saga's ceiling on this machine is
+    about cores x 1000 / total."""
+    seconds = window["seconds"]
+    out = {
+        kind: round(stats["cpu_percent_total"] / 100 * seconds * 1000 / max(confirmed, 1), 1)
+        for kind, stats in window["kinds"].items()
+    }
+    out["total"] = round(sum(out.values()), 1)
+    return out
 
 
 def record(result: dict[str, Any], json_file: Path, png: Path, found: list[targets.Target]) -> None:

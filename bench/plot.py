@@ -26,7 +26,8 @@ def plot(result: dict[str, Any], out: Path) -> None:
         points = sorted((p for p in sweep if p["path"] == name), key=lambda p: p["offered_rps"])
         offered = [p["offered_rps"] for p in points]
         (line,) = unary.plot(offered, [p["p50_ms"] for p in points], marker="o", label=name)
-        unary.plot(offered, [p["p99_ms"] for p in points], linestyle="--", color=line.get_color())
+        p99 = [p["p99_ms"] for p in points]
+        unary.plot(offered, p99, linestyle="--", marker="x", color=line.get_color())
     unary.set_yscale("log")
     unary.set_xlabel("offered load (requests/s)")
     unary.set_ylabel("latency (ms, log): p50 solid, p99 dashed")

@@ -129,6 +129,16 @@ RESOURCE_HEADER = [
 ]
 
 
+def cpu_line(result: dict[str, Any]) -> str:
+    cpu = result["saga"]["cpu_ms_per_order"]
+    parts = ", ".join(f"{kind} {ms:.1f}" for kind, ms in cpu.items() if kind != "total")
+    cores = result["machine"]["cores"] or 1
+    return (
+        f"CPU per confirmed order in the fixed step: {cpu['total']:.1f} ms ({parts}); "
+        f"ceiling on {cores} cores about {cores * 1000 / max(cpu['total'], 1e-9):.0f} orders/s"
+    )
+
+
 def target_rows(targets: list[Target]) -> Iterator[list[str]]:
     for t in targets:
         sign = "<=" if t.at_most else ">="
@@ -164,6 +174,7 @@ def print_tables(console: Console, result: dict[str, Any], targets: list[Target]
     checker = result["saga"]["consistency"]
     verdict = "[green]green" if checker["ok"] else f"[red]{len(checker['problems'])} problems"
     console.print(f"consistency checker: {verdict}")
+    console.print(cpu_line(result))
     console.print(table("Resources (psutil)", RESOURCE_HEADER, resource_rows(result)))
     rows = list(target_rows(targets))
     styled = [[*r[:3], f"[green]{r[3]}" if r[3] == "pass" else f"[red]{r[3]}"] for r in rows]
@@ -210,7 +221,9 @@ def markdown(result: dict[str, Any], targets: list[Target], plot: str) -> str:
             "",
             f"Consistency checker after the run: "
             f"{'green' if checker['ok'] else str(len(checker['problems'])) + ' problems'} "
-            f"({checker['orders']} orders, {checker['customers']} customers).",
+            f"({checker['orders']} orders, {checker['customers']} customers). "
+            + cpu_line(result)
+            + ".",
             "",
             "**Resources** (idle, then during the fixed-rate saga step)",
             "",

@@ -62,6 +62,7 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
         for key in ("relay_p50_ms", "relay_p99_ms"):
             assert figure(step[key]), (key, step)
     assert saga["consistency"]["ok"], saga["consistency"]["problems"]
+    assert saga["cpu_ms_per_order"]["total"] > 0
 
     for window in ("idle", "saga"):
         kinds = result["resources"][window]["kinds"]
