@@ -8,6 +8,7 @@ hand-written example. Blocks that many listeners, routes or clusters of one conf
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -394,6 +395,20 @@ def grpc_health_check(settings: Settings, service_name: str) -> list[Json]:
     ]
 
 
+def discovery(hosts: Iterable[str]) -> str:
+    """A cluster's type: STATIC takes IP addresses only; a host name (a container's, in
+    docker-compose.yml) must be resolved, and re-resolved when the container restarts."""
+
+    def is_ip(host: str) -> bool:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return True
+
+    return "STATIC" if all(is_ip(h) for h in hosts) else "STRICT_DNS"
+
+
 def endpoints(cluster: str, hosts: Iterable[tuple[str, str, int]]) -> Json:
     """``hosts``: (instance name, host, port); the name shows in /clusters as hostname."""
     return {
@@ -411,7 +426,7 @@ def endpoints(cluster: str, hosts: Iterable[tuple[str, str, int]]) -> Json:
 
 def mesh_cluster(
     name: str,
-    hosts: Iterable[tuple[str, str, int]],
+    hosts: Sequence[tuple[str, str, int]],
     shared: Shared,
     *,
     health_service: str,
@@ -421,7 +436,7 @@ def mesh_cluster(
     settings = shared.settings
     cluster: Json = {
         "name": name,
-        "type": "STATIC",
+        "type": discovery(host for _, host, _ in hosts),
         "connect_timeout": duration(settings.connect_timeout),
         "lb_policy": "ROUND_ROBIN",
         # Apply host health changes at once, not batched over a second.
@@ -437,15 +452,21 @@ def mesh_cluster(
     return cluster
 
 
-def local_cluster(name: str, port: int, shared: Shared, health_service: str | None = None) -> Json:
-    """Plain HTTP/2 to a process on this host (a sidecar's app, the reflector)."""
+def local_cluster(
+    name: str,
+    port: int,
+    shared: Shared,
+    health_service: str | None = None,
+    host: str = LOOPBACK,
+) -> Json:
+    """Plain HTTP/2 to a process beside this Envoy (a sidecar's app, the reflector)."""
     cluster: Json = {
         "name": name,
-        "type": "STATIC",
+        "type": discovery([host]),
         "connect_timeout": duration(shared.settings.connect_timeout),
         "typed_extension_protocol_options": shared.http2,
         "circuit_breakers": shared.circuit_breakers,
-        "load_assignment": endpoints(name, [(name, LOOPBACK, port)]),
+        "load_assignment": endpoints(name, [(name, host, port)]),
     }
     if health_service is not None:
         cluster["health_checks"] = grpc_health_check(shared.settings, health_service)

@@ -134,8 +134,9 @@ def clusters(plan: MeshPlan, layout: Layout, shared: Shared) -> list[Json]:
                 transport_socket=upstream_mtls(layout, GATEWAY, spiffe_id(service)),
             )
         )
-    # The reflector runs beside the gateway, outside the mTLS mesh: plain loopback.
-    out.append(local_cluster(REFLECTOR, plan.topology.reflector_port, shared, health_service=""))
+    # The reflector runs beside the gateway, outside the mTLS mesh: plain HTTP/2.
+    port, host = plan.topology.reflector_port, layout.host(REFLECTOR)
+    out.append(local_cluster(REFLECTOR, port, shared, health_service="", host=host))
     out.append(otlp_cluster(plan.topology, shared))
     return out
 

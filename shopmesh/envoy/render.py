@@ -43,9 +43,10 @@ class EnvoyProcess:
     concurrency: int
     wait_for: Path | None = None  # start Envoy only once this file exists
 
-    def command(self, python: str = sys.executable) -> tuple[str, ...]:
-        envoy = (
-            envoy_binary(),
+    def command(self, python: str = sys.executable, envoy: str | None = None) -> tuple[str, ...]:
+        """``envoy``: the binary's path where the command runs (default: this venv's)."""
+        argv = (
+            envoy or envoy_binary(),
             "-c",
             str(self.config),
             # Several Envoys on one host: no shared memory, no base-id clash.
@@ -59,9 +60,9 @@ class EnvoyProcess:
             "1000",
         )
         if self.wait_for is None:
-            return envoy
+            return argv
         launcher = (python, "-m", "shopmesh.envoy.launch", "--wait-for", str(self.wait_for))
-        return (*launcher, "--timeout", str(JWKS_WAIT), "--", *envoy)
+        return (*launcher, "--timeout", str(JWKS_WAIT), "--", *argv)
 
 
 def envoy_binary() -> str:
@@ -152,6 +153,12 @@ def configs(plan: MeshPlan, layout: Layout, settings: Settings) -> dict[str, Jso
     return out
 
 
+def descriptor(plan: MeshPlan) -> bytes:
+    """The transcoder's descriptor set: every routed service's proto file and its imports."""
+    files = [plan.contract(s).file for s in plan.services]
+    return descriptor_set(files).SerializeToString(deterministic=True)
+
+
 def issue_certificates(plan: MeshPlan, layout: Layout) -> None:
     """The run's CA, a certificate for the gateway and one per meshed instance."""
     ca = pki.ensure_ca(layout.pki)
@@ -174,8 +181,7 @@ def prepare(plan: MeshPlan, layout: Layout, settings: Settings) -> list[Path]:
     layout.envoy_dir.mkdir(parents=True, exist_ok=True)
     (layout.var / "log").mkdir(parents=True, exist_ok=True)
     issue_certificates(plan, layout)
-    files = [plan.contract(s).file for s in plan.services]
-    layout.descriptor.write_bytes(descriptor_set(files).SerializeToString(deterministic=True))
+    layout.descriptor.write_bytes(descriptor(plan))
     if jwks_path(plan, layout) != layout.jwks:
         _write_placeholder_jwks(jwks_path(plan, layout))
     written = []
