@@ -38,6 +38,7 @@ import psutil
 from shopmesh.envoy import render as envoy
 from shopmesh.envoy.layout import REFLECTOR, Layout, MeshPlan
 from shopmesh.envoy.settings import OTLP_TARGET_ENV, Settings
+from shopmesh.probes import GrpcHealthProbe, HttpProbe, Probe, TcpProbe
 from shopmesh.topology import (
     LOOPBACK,
     REPO_ROOT,
@@ -221,68 +222,6 @@ def supervisord_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
     env["PYTHONUNBUFFERED"] = "1"  # logs reach the files (and `shopmesh up`) at once
     return env
-
-
-# -- readiness probes ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TcpProbe:
-    port: int
-
-    def check(self) -> str | None:
-        """None when ready, else why not."""
-        try:
-            with socket.create_connection((LOOPBACK, self.port), timeout=1.0):
-                return None
-        except OSError as exc:
-            return f"tcp {self.port}: {exc.strerror or exc}"
-
-
-@dataclass(frozen=True)
-class HttpProbe:
-    port: int
-    path: str = "/"
-
-    def check(self) -> str | None:
-        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=1.0)
-        try:
-            conn.request("GET", self.path)
-            response = conn.getresponse()
-            body = response.read(200).decode(errors="replace")
-        except OSError as exc:
-            return f"http {self.port}{self.path}: {exc.strerror or exc}"
-        finally:
-            conn.close()
-        if response.status != 200:
-            return f"http {self.port}{self.path}: {response.status} {body.strip()}"
-        return None
-
-
-@dataclass(frozen=True)
-class GrpcHealthProbe:
-    port: int
-    service: str = ""
-
-    def check(self) -> str | None:
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        target = f"{LOOPBACK}:{self.port}"
-        # No proxy: a developer's http_proxy would otherwise swallow loopback gRPC.
-        with grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)]) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=self.service), timeout=1.0)
-            except grpc.RpcError as exc:
-                return f"grpc health {target}: {exc.code().name} {exc.details() or ''}".rstrip()
-        if reply.status != health_pb2.HealthCheckResponse.SERVING:
-            name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-            return f"grpc health {target}: {name}"
-        return None
-
-
-Probe = TcpProbe | HttpProbe | GrpcHealthProbe
 
 
 # -- programs ------------------------------------------------------------------------------
