@@ -44,11 +44,14 @@ def configure(service: str, instance: str) -> Callable[[], None]:
         tracer_provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(insecure=True), schedule_delay_millis=500)
         )
-        readers.append(
-            PeriodicExportingMetricReader(
-                OTLPMetricExporter(insecure=True), export_interval_millis=5000
+        # The standard switch: a collector that takes only traces (Jaeger) would answer
+        # every metrics export with UNIMPLEMENTED.
+        if os.environ.get("OTEL_METRICS_EXPORTER") != "none":
+            readers.append(
+                PeriodicExportingMetricReader(
+                    OTLPMetricExporter(insecure=True), export_interval_millis=5000
+                )
             )
-        )
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
