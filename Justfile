@@ -110,6 +110,10 @@ gen-check: tools
     fi
     echo "gen-check: $checked/ matches proto/"
 
+# Regenerate docker-compose.yml and envoy/compose/ from topology.yaml (commit the result).
+compose *args:
+    shopmesh compose generate {{args}}
+
 # Lint the contracts and the Python code.
 lint:
     buf lint

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from shopmesh import cli_ops
+from shopmesh import cli_ops, compose
 from shopmesh.envoy import admin
 from shopmesh.envoy.layout import sidecar_name
 from shopmesh.envoy.sidecar import LOCAL_APP
@@ -458,6 +458,7 @@ def fault(
 
 for _command in cli_ops.COMMANDS:
     main.add_command(_command)
+main.add_command(compose.command)
 
 
 if __name__ == "__main__":
