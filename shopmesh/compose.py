@@ -57,7 +57,7 @@ HEADER = f"""\
 #     user-1:
 #       environment:
 #         SHOPMESH_USER_DB: postgresql+psycopg://shopmesh:shopmesh@postgres:5432/user
-# (the image needs a PostgreSQL driver for that; docs/compose.md has the whole file).
+# docs/compose.md has the whole file, with the postgres service.
 
 """
 
