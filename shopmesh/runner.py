@@ -336,7 +336,7 @@ def service_programs(ctx: RunContext) -> Iterator[Program | Unavailable]:
                     **service_env(
                         ctx.topology, inst, ctx.var.root, via_sidecar=plan.has_sidecar(inst)
                     ),
-                    "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint(ctx),
+                    **otlp_env(ctx),
                 },
                 ports={"grpc": inst.app_port},
                 probes=(GrpcHealthProbe(inst.app_port),),
@@ -390,10 +390,13 @@ def prepare(ctx: RunContext) -> None:
 TRACESINK = "tracesink"
 
 
-def otlp_endpoint(ctx: RunContext) -> str:
+def otlp_env(ctx: RunContext) -> dict[str, str]:
     """Where services export: a collector named by SHOPMESH_OTLP_TARGET, else the sink."""
-    target = ctx.environ.get(OTLP_TARGET_ENV) or f"{LOOPBACK}:{ctx.topology.otlp_port}"
-    return f"http://{target}"
+    target = ctx.environ.get(OTLP_TARGET_ENV)
+    if not target:
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{LOOPBACK}:{ctx.topology.otlp_port}"}
+    # The documented collector is Jaeger, which takes traces but not metrics.
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{target}", "OTEL_METRICS_EXPORTER": "none"}
 
 
 def tracesink_programs(ctx: RunContext) -> Iterator[Program]:
