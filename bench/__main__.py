@@ -68,7 +68,7 @@ FULL = Mode(
 QUICK = Mode(
     "quick",
     unary.Plan(
-        seconds=0.5, warmup_seconds=0.2, saturation=16, sweep_fractions=(0.5,), sweep_seconds=0.5
+        seconds=0.4, warmup_seconds=0, saturation=16, sweep_fractions=(0.5,), sweep_seconds=0.4
     ),
     saga.Plan(
         fixed_rate=20,

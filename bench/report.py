@@ -67,6 +67,19 @@ UNARY_HEADER = [
 ]
 
 
+CPU_KINDS = ("service", "sidecar", "gateway", "floor", "otlp")
+
+
+def cpu_rows(result: dict[str, Any]) -> Iterator[list[str]]:
+    for name, path in _paths(result).items():
+        cpu = path["levels"]["saturation"].get("cpu_us_per_request", {})
+        cells = [_num(cpu.get(kind, 0), 0) for kind in CPU_KINDS]
+        yield [name, *cells, _num(sum(cpu.values()), 0)]
+
+
+CPU_HEADER = ["path", *(f"{kind} us" for kind in CPU_KINDS), "all us"]
+
+
 def saga_rows(result: dict[str, Any]) -> Iterator[list[str]]:
     saga = result["saga"]
     for step in [saga["fixed"], *saga["ramp"]]:
@@ -170,6 +183,9 @@ def print_tables(console: Console, result: dict[str, Any], targets: list[Target]
             unary_rows(result),
         )
     )
+    console.print(
+        table("CPU per call at saturation (all processes of a kind)", CPU_HEADER, cpu_rows(result))
+    )
     console.print(table("Saga: orders placed through the gateway", SAGA_HEADER, saga_rows(result)))
     checker = result["saga"]["consistency"]
     verdict = "[green]green" if checker["ok"] else f"[red]{len(checker['problems'])} problems"
@@ -213,6 +229,11 @@ def markdown(result: dict[str, Any], targets: list[Target], plot: str) -> str:
             "connection.",
             "",
             _markdown_table(UNARY_HEADER, unary_rows(result)),
+            "",
+            "CPU microseconds per call at saturation, by process kind (psutil; the client "
+            "not included; `otlp` is the trace sink receiving the spans):",
+            "",
+            _markdown_table(CPU_HEADER, cpu_rows(result)),
             "",
             "**Saga throughput**: PlaceOrder through the gateway at a fixed offered rate, then "
             "rising rates until one is not sustained.",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import floor, ghz
+from bench import floor, ghz, resources
 from bench.mesh import BenchMesh
 from bench.progress import Tracker
 from shopmesh.envoy.layout import GATEWAY, Layout
@@ -95,9 +95,20 @@ def measure(
     return ghz.run(args, seconds)
 
 
+def cpu_per_request(window: dict[str, Any], requests: int) -> dict[str, float]:
+    """CPU microseconds per successful call, by process kind (the client, ghz, not
+    included): where each path spends its time, tracing export included."""
+    seconds = window["seconds"]
+    out = {
+        kind: round(stats["cpu_percent_total"] / 100 * seconds * 1e6 / max(requests, 1))
+        for kind, stats in window["kinds"].items()
+    }
+    return {kind: us for kind, us in out.items() if us > 0}
+
+
 def steps(plan: Plan) -> int:
     """How many measurements :func:`run` makes (for the progress bar)."""
-    return len(ROUTES) * (3 + len(plan.sweep_fractions))
+    return len(ROUTES) * (2 + bool(plan.warmup_seconds) + len(plan.sweep_fractions))
 
 
 def run(
@@ -105,15 +116,21 @@ def run(
 ) -> dict[str, Any]:
     """Every path at 1 caller and at saturation, then the offered-load sweep."""
     routes = paths(mesh, token)
-    for path in routes:  # connections, TLS sessions, Envoy's first-request work
+    for path in routes if plan.warmup_seconds else ():  # connections, TLS, first requests
         progress.begin(f"warm-up {path.name}")
         measure(protoset, path, plan.saturation, plan.warmup_seconds)
     levels: dict[str, dict[str, dict[str, Any]]] = {p.name: {} for p in routes}
     for label, concurrency in (("1", 1), ("saturation", plan.saturation)):
         for path in routes:
             progress.begin(f"{path.name} at {concurrency} in flight")
+            sampler = resources.Sampler(mesh.pids())
+            sampler.start()
             stats = measure(protoset, path, concurrency, plan.seconds)
-            levels[path.name][label] = stats.as_dict()
+            window = sampler.stop()
+            levels[path.name][label] = {
+                **stats.as_dict(),
+                "cpu_us_per_request": cpu_per_request(window, stats.ok),
+            }
             progress.say(
                 f"{path.name:8} {concurrency:3} in flight: {stats.rps:7.0f} rps,"
                 f" p50 {stats.p50_ms:6.2f} ms, p99 {stats.p99_ms:6.2f} ms"

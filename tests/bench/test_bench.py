@@ -52,6 +52,7 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
             assert stats["ok"] > 0, (path["name"], level, stats)
             for key in ("rps", "p50_ms", "p90_ms", "p99_ms"):
                 assert figure(stats[key]), (path["name"], level, key, stats)
+            assert stats["cpu_us_per_request"].get("service", 0) > 0, stats
     assert {p["path"] for p in result["unary"]["sweep"]} == set(unary.ROUTES)
 
     saga = result["saga"]
