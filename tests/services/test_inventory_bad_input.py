@@ -8,12 +8,10 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.message import Message
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from shop.inventory.v1 import inventory_pb2 as pb
 
 from services.inventory.main import SPEC
-from tests.support.fuzz import SERVER_FAULTS, call_unary, messages
+from tests.support.fuzz import assert_clear_codes, call_unary, messages
 from tests.support.inprocess import as_user, running_in_thread
 
 pytestmark = pytest.mark.integration
@@ -39,13 +37,7 @@ def test_arbitrary_requests_get_clear_codes(
 ) -> None:
     method = f"/shop.inventory.v1.InventoryService/{rpc}"
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(request=messages(request_cls), metadata=st.sampled_from([(), ADMIN]))
-    def check(request: Message, metadata: tuple[tuple[str, str], ...]) -> None:
-        code = call_unary(channel, method, request, response_cls, metadata)
-        assert code not in SERVER_FAULTS, f"{rpc}({request}) -> {code}"
-
-    check()
+    assert_clear_codes(channel, method, messages(request_cls), response_cls, [(), ADMIN])
     # Still serving after all that.
     assert (
         call_unary(

@@ -9,12 +9,10 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.message import Message
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from shop.payment.v1 import payment_pb2 as pb
 
 from services.payment.main import SPEC
-from tests.support.fuzz import SERVER_FAULTS, call_unary, messages
+from tests.support.fuzz import assert_clear_codes, call_unary, messages
 from tests.support.inprocess import as_user, running_in_thread
 
 pytestmark = pytest.mark.integration
@@ -39,13 +37,8 @@ def channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[grpc.Channel]:
 def test_arbitrary_requests_get_clear_codes(
     channel: grpc.Channel, rpc: str, request_cls: type[Message], response_cls: type[Message]
 ) -> None:
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(request=messages(request_cls), metadata=st.sampled_from(IDENTITIES))
-    def check(request: Message, metadata: tuple[tuple[str, str], ...]) -> None:
-        code = call_unary(channel, f"{SERVICE}/{rpc}", request, response_cls, metadata)
-        assert code not in SERVER_FAULTS, f"{rpc}({request}) -> {code}"
-
-    check()
+    method = f"{SERVICE}/{rpc}"
+    assert_clear_codes(channel, method, messages(request_cls), response_cls, IDENTITIES)
     # Still serving after all that.
     still = pb.ListPaymentsRequest(order_id=str(uuid.uuid4()))
     code = call_unary(channel, f"{SERVICE}/ListPayments", still, pb.ListPaymentsResponse, CUSTOMER)

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 _INT32 = st.integers(-(2**31), 2**31 - 1)
@@ -123,3 +124,25 @@ def call_unary(
 
 # Codes that mean "the server broke", never an answer to bad input.
 SERVER_FAULTS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
+
+
+Identity = tuple[tuple[str, str], ...]
+
+
+def assert_clear_codes(
+    channel: grpc.Channel,
+    method: str,
+    requests: st.SearchStrategy[Message],
+    response_cls: type[Message],
+    identities: list[Identity],
+    examples: int = 60,
+) -> None:
+    """Send arbitrary `requests` as each of `identities`: none may get a server fault."""
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(request=requests, metadata=st.sampled_from(identities))
+    def check(request: Message, metadata: Identity) -> None:
+        code = call_unary(channel, method, request, response_cls, metadata)
+        assert code not in SERVER_FAULTS, f"{method}({request}) -> {code}"
+
+    check()
