@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,8 @@ def _cpu() -> str:
 
 
 def describe() -> dict[str, Any]:
-    envoy = _output(envoy_binary(), "--version").split("/")
+    # "<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
+    envoy = re.search(r"version: \S+?/([^/\s]+)/", _output(envoy_binary(), "--version"))
     commit = _output("git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD")
     dirty = _output("git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no")
     return {
@@ -44,7 +46,7 @@ def describe() -> dict[str, Any]:
         "memory_gb": psutil.virtual_memory().total / 2**30,
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "envoy": envoy[2] if len(envoy) > 2 else "unknown",
+        "envoy": envoy.group(1) if envoy else "unknown",
         "nats_server": _output(
             str(Path(sys.executable).parent / "nats-server"), "--version"
         ).removeprefix("nats-server: "),

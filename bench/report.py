@@ -217,8 +217,8 @@ def markdown(result: dict[str, Any], targets: list[Target], plot: str) -> str:
             f"Machine: {machine['cpu']}, {machine['cores']} cores, "
             f"{machine['memory_gb']:.0f} GB, {machine['os']}; Python {machine['python']}, "
             f"Envoy {machine['envoy']}, nats-server {machine['nats_server']}, "
-            f"ghz {machine['ghz']}. Load average (1 min) {load['before']:.1f} before the run, "
-            f"{load['after']:.1f} after (other engineers' test runs share the 2 cores).",
+            f"ghz {machine['ghz']}. Load average (1 min): {load['before']:.1f} before the run, "
+            f"{load['after']:.1f} after.",
             "",
             "**Targets**",
             "",
