@@ -192,8 +192,9 @@ class SagaLoad:
     def step(self, label: str, offered: float, seconds: float, progress: Tracker) -> Step:
         prefix = sagadata.key_prefix(self.run_id, label)
         total = max(1, round(offered * seconds))
-        # Enough callers that a slow answer does not hold back the offered rate.
-        concurrency = max(4, min(200, round(offered / 5)))
+        # Callers enough for a second of latency, so a slow answer does not hold back
+        # the offered rate (ghz waits for an answer before a caller's next call).
+        concurrency = max(4, min(200, round(offered)))
         args = ghz.command(
             self.target,
             CALL,
