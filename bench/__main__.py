@@ -50,6 +50,7 @@ FULL = Mode(
     "full",
     unary.Plan(
         seconds=6,
+        rounds=3,
         warmup_seconds=1.5,
         saturation=32,
         sweep_fractions=(0.1, 0.25, 0.5, 0.75, 1.0),
@@ -68,7 +69,12 @@ FULL = Mode(
 QUICK = Mode(
     "quick",
     unary.Plan(
-        seconds=0.4, warmup_seconds=0, saturation=16, sweep_fractions=(0.5,), sweep_seconds=0.4
+        seconds=0.4,
+        rounds=1,
+        warmup_seconds=0,
+        saturation=16,
+        sweep_fractions=(0.5,),
+        sweep_seconds=0.4,
     ),
     saga.Plan(
         fixed_rate=20,

@@ -14,6 +14,7 @@ within one run, so a busy machine slows them all alike and the ratios still hold
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,8 @@ def paths(mesh: BenchMesh, token: str) -> list[Route]:
 
 @dataclass(frozen=True)
 class Plan:
-    seconds: float  # each measured run
+    seconds: float  # each path at each level, split over the rounds
+    rounds: int
     warmup_seconds: float
     saturation: int  # callers in flight at saturation
     sweep_fractions: tuple[float, ...]  # offered rates, as fractions of direct's saturation
@@ -106,9 +108,37 @@ def cpu_per_request(window: dict[str, Any], requests: int) -> dict[str, float]:
     return {kind: us for kind, us in out.items() if us > 0}
 
 
+def combine(rounds: list[tuple[ghz.Stats, dict[str, float]]]) -> dict[str, Any]:
+    """One figure per path from its rounds: counts summed, rates and CPU averaged, and the
+    median of each round's percentiles (robust to one round hit by a burst elsewhere)."""
+    stats = [s for s, _ in rounds]
+    kinds = {kind for _, cpu in rounds for kind in cpu}
+    return {
+        "rounds": len(rounds),
+        "count": sum(s.count for s in stats),
+        "ok": sum(s.ok for s in stats),
+        "errors": sum(s.errors for s in stats),
+        "rps": statistics.mean(s.rps for s in stats),
+        "p50_ms": statistics.median(s.p50_ms for s in stats),
+        "p90_ms": statistics.median(s.p90_ms for s in stats),
+        "p99_ms": statistics.median(s.p99_ms for s in stats),
+        "mean_ms": statistics.mean(s.mean_ms for s in stats),
+        "duration_s": sum(s.duration_s for s in stats),
+        "error_kinds": {k: v for s in stats for k, v in s.error_kinds.items()},
+        "cpu_us_per_request": {
+            kind: round(statistics.mean(cpu.get(kind, 0) for _, cpu in rounds)) for kind in kinds
+        },
+        "per_round": [
+            {k: v for k, v in s.as_dict().items() if k in ("rps", "p50_ms", "p99_ms")}
+            for s in stats
+        ],
+    }
+
+
 def steps(plan: Plan) -> int:
     """How many measurements :func:`run` makes (for the progress bar)."""
-    return len(ROUTES) * (2 + bool(plan.warmup_seconds) + len(plan.sweep_fractions))
+    measured = 2 * plan.rounds + len(plan.sweep_fractions)
+    return len(ROUTES) * (measured + bool(plan.warmup_seconds))
 
 
 def run(
@@ -121,20 +151,22 @@ def run(
         measure(protoset, path, plan.saturation, plan.warmup_seconds)
     levels: dict[str, dict[str, dict[str, Any]]] = {p.name: {} for p in routes}
     for label, concurrency in (("1", 1), ("saturation", plan.saturation)):
+        rounds: dict[str, list[tuple[ghz.Stats, dict[str, float]]]] = {p.name: [] for p in routes}
+        # The paths take turns, round after round: a burst of load from elsewhere on the
+        # machine then hits every path alike instead of one.
+        for n in range(plan.rounds):
+            for path in routes:
+                progress.begin(f"{path.name} at {concurrency} in flight ({n + 1}/{plan.rounds})")
+                sampler = resources.Sampler(mesh.pids())
+                sampler.start()
+                stats = measure(protoset, path, concurrency, plan.seconds / plan.rounds)
+                rounds[path.name].append((stats, cpu_per_request(sampler.stop(), stats.ok)))
         for path in routes:
-            progress.begin(f"{path.name} at {concurrency} in flight")
-            sampler = resources.Sampler(mesh.pids())
-            sampler.start()
-            stats = measure(protoset, path, concurrency, plan.seconds)
-            window = sampler.stop()
-            levels[path.name][label] = {
-                **stats.as_dict(),
-                "cpu_us_per_request": cpu_per_request(window, stats.ok),
-            }
+            combined = levels[path.name][label] = combine(rounds[path.name])
             progress.say(
-                f"{path.name:8} {concurrency:3} in flight: {stats.rps:7.0f} rps,"
-                f" p50 {stats.p50_ms:6.2f} ms, p99 {stats.p99_ms:6.2f} ms"
-                + (f", {stats.errors} errors" if stats.errors else "")
+                f"{path.name:8} {concurrency:3} in flight: {combined['rps']:7.0f} rps,"
+                f" p50 {combined['p50_ms']:6.2f} ms, p99 {combined['p99_ms']:6.2f} ms"
+                + (f", {combined['errors']} errors" if combined["errors"] else "")
             )
     direct_max = levels["direct"]["saturation"]["rps"]
     sweep: list[dict[str, Any]] = []
