@@ -110,14 +110,24 @@ class UnitOfWork:
             self._outbox_signal.set()  # wake the relay instead of letting it poll
         self._pending = []
 
+    async def lock(self, key: str) -> None:
+        """Hold `key` until this unit of work ends; another unit of work locking it waits.
+
+        For a rule over many rows (a sum, an absence) that row locks cannot hold still.
+        SQLite needs nothing: its write transactions already run one at a time (BEGIN
+        IMMEDIATE). PostgreSQL takes a transaction-level advisory lock on the key's hash.
+        """
+        if self.db.is_postgresql:
+            await self.session.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
+            )
+
     async def mark_processed(self, consumer: str, event_id: str) -> bool:
         """Record that `consumer` handled `event_id`; False if it already had.
 
         Called in the same transaction as the handler's effect, so both commit or neither.
         """
-        insert = (
-            postgresql.insert if self.db.url.get_backend_name() == "postgresql" else sqlite.insert
-        )(processed_events)
+        insert = (postgresql.insert if self.db.is_postgresql else sqlite.insert)(processed_events)
         result = await self.session.execute(
             insert.values(
                 consumer=consumer, event_id=event_id, processed_at=now()

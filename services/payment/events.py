@@ -39,6 +39,9 @@ async def on_order_created(
         currency=event.total.currency,
         card=event.payment_card,
     )
+    # One user's charges run one at a time, across both instances: two orders checked at
+    # once could otherwise each fit under a limit that only one of them fits.
+    await uow.lock(f"payment-limit:{charge.user_id}")
     completed = await uow.payments.completed_total(charge.user_id, charge.currency)
     # The unit of work's producer is this instance's name.
     payment = take_payment(charge, provider, completed, processed_by=uow.producer, at=now())

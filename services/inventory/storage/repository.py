@@ -22,8 +22,14 @@ class ProductRepository:
         self.session = session
 
     async def get_many(self, product_ids: Iterable[str]) -> dict[str, Product]:
+        """The products, locked until the unit of work ends: reservations, releases and
+        AdjustStock run concurrently and each writes counts computed from what it read
+        (SQLite's writer lock already serializes them). Locked in id order: no deadlock."""
         rows = await self.session.execute(
-            sa.select(products).where(products.c.product_id.in_(set(product_ids)))
+            sa.select(products)
+            .where(products.c.product_id.in_(set(product_ids)))
+            .order_by(products.c.product_id)
+            .with_for_update()
         )
         return {row.product_id: _product(row) for row in rows}
 
@@ -49,8 +55,11 @@ class ReservationRepository:
         self.session = session
 
     async def get(self, order_id: str) -> Reservation | None:
+        """The order's reservation, locked until the unit of work ends."""
         header = await self.session.scalar(
-            sa.select(reservations.c.status).where(reservations.c.order_id == order_id)
+            sa.select(reservations.c.status)
+            .where(reservations.c.order_id == order_id)
+            .with_for_update()
         )
         if header is None:
             return None

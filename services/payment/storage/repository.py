@@ -36,8 +36,12 @@ class PaymentRepository:
         self.session = session
 
     async def for_order(self, order_id: str) -> Payment | None:
+        """The order's payment, locked until the unit of work ends (a refund must not
+        interleave with another; SQLite's writer lock already ensures it)."""
         row = (
-            await self.session.execute(sa.select(payments).where(payments.c.order_id == order_id))
+            await self.session.execute(
+                sa.select(payments).where(payments.c.order_id == order_id).with_for_update()
+            )
         ).first()
         return None if row is None else _payment(row)
 
