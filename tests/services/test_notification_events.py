@@ -40,8 +40,8 @@ EUR = common_pb2.Money(amount_minor=1250, currency="EUR")
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'notification.db'}")
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
     await database.migrate(SPEC.migrations)
     yield database
     await database.dispose()

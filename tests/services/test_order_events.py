@@ -1,4 +1,4 @@
-"""Order's saga handlers with a real unit of work on a migrated SQLite file.
+"""Order's saga handlers with a real unit of work on a migrated database (each backend).
 
 Each event goes through `handle`, which does what the bus does around a handler: open a
 unit of work, call the handler, commit. Orders are placed with the real use case and a
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -56,8 +55,8 @@ class Catalogue:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'order.db'}")
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
     await database.migrate(SPEC.migrations)
     yield database
     await database.dispose()

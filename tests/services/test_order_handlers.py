@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -41,8 +40,8 @@ class Catalogue:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'order.db'}")
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
     await database.migrate(SPEC.migrations)
     yield database
     await database.dispose()

@@ -1,4 +1,4 @@
-"""Payment's saga handlers with a real unit of work on a migrated SQLite file.
+"""Payment's saga handlers with a real unit of work on a migrated database (each backend).
 
 Each call goes through `handle`, which does what the bus does around a handler: open a
 unit of work, call the handler, commit. Two payment instances share one database, so the
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,13 +49,9 @@ ITEMS = [
 ]
 
 
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'payment.db'}"
-
-
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(db_url(tmp_path))
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
     await database.migrate(SPEC.migrations)
     yield database
     await database.dispose()
@@ -204,10 +199,10 @@ async def test_a_duplicate_order_created_is_a_no_op(db: Database) -> None:
 
 
 @pytest.mark.parametrize("processes", [1, 2], ids=["one-engine", "two-engines"])
-async def test_instances_racing_on_one_order_charge_it_once(tmp_path: Path, processes: int) -> None:
-    first = Database(db_url(tmp_path))
+async def test_instances_racing_on_one_order_charge_it_once(db_url: str, processes: int) -> None:
+    first = Database(db_url)
     await first.migrate(SPEC.migrations)
-    second = Database(db_url(tmp_path)) if processes == 2 else first
+    second = Database(db_url) if processes == 2 else first
     # Handlers as the bus gets them, one provider per instance.
     on_created = [events.subscriptions(FakeProvider())[0].handler for _ in range(2)]
     orders = [order_created() for _ in range(8)]
@@ -230,6 +225,30 @@ async def test_instances_racing_on_one_order_charge_it_once(tmp_path: Path, proc
         charged = [e.order_id for e in published if isinstance(e, payment_events.PaymentCompleted)]
         assert len(published) == len(charged)
         assert sorted(charged) == sorted(e.order_id for e in orders)
+    finally:
+        await first.dispose()
+        await second.dispose()
+
+
+async def test_instances_charging_one_users_orders_at_once_keep_the_limit(db_url: str) -> None:
+    first = Database(db_url)
+    await first.migrate(SPEC.migrations)
+    second = Database(db_url)
+    provider = FakeProvider(user_limit_minor=10_000)
+    user = str(uuid.uuid4())
+    orders = [order_created(user, 3000) for _ in range(8)]
+    try:
+        # Every order at once, alternating instances: each check of the limit overlaps
+        # the others (PostgreSQL's READ COMMITTED would let all of them pass unlocked).
+        await asyncio.gather(
+            *(
+                handle(db, events.on_order_created, event, provider, instance=f"payment-{i % 2}")
+                for i, (db, event) in enumerate(zip([first, second] * 4, orders, strict=True))
+            )
+        )
+        statuses = [(await only_payment(first, e.order_id)).status for e in orders]
+        assert statuses.count(PaymentStatus.COMPLETED) == 3  # 9,000 of 10,000
+        assert statuses.count(PaymentStatus.FAILED) == 5
     finally:
         await first.dispose()
         await second.dispose()

@@ -6,7 +6,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -25,8 +24,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'user.db'}")
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
     await database.migrate(SPEC.migrations)
     yield database
     await database.dispose()
