@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NoReturn, TypeAlias
 
 import grpc
 import protovalidate
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -63,19 +64,41 @@ def field_path(violation: protovalidate.Violation) -> str:
     return ".".join(parts)
 
 
+def nul_fields(message: Message, prefix: str = "") -> Iterator[str]:
+    """Paths of the string fields in `message` that hold a NUL character.
+
+    PostgreSQL's text types refuse NUL, SQLite's keep it: every service refuses it at
+    the edge instead, so a name or reason with one gets INVALID_ARGUMENT on any backend,
+    never an INTERNAL from the database.
+    """
+    for field, value in message.ListFields():
+        path = prefix + field.name
+        values = list(value) if field.is_repeated else [value]
+        for index, item in enumerate(values):
+            at = f"{path}[{index}]" if field.is_repeated else path
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                yield from nul_fields(item, at + ".")
+            elif field.type == FieldDescriptor.TYPE_STRING and "\x00" in item:
+                yield at
+
+
 def bad_request(message: Message) -> status_pb2.Status | None:
     """The INVALID_ARGUMENT status for `message`, or None when it is valid."""
-    violations = _validator.collect_violations(message)
+    violations = [
+        error_details_pb2.BadRequest.FieldViolation(
+            field=field_path(v), description=f"{v.proto.message} [{v.proto.rule_id}]"
+        )
+        for v in _validator.collect_violations(message)
+    ]
+    violations += [
+        error_details_pb2.BadRequest.FieldViolation(
+            field=path, description="must not contain NUL characters [shopmesh.no_nul]"
+        )
+        for path in nul_fields(message)
+    ]
     if not violations:
         return None
-    details = error_details_pb2.BadRequest(
-        field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(
-                field=field_path(v), description=f"{v.proto.message} [{v.proto.rule_id}]"
-            )
-            for v in violations
-        ]
-    )
+    details = error_details_pb2.BadRequest(field_violations=violations)
     fields = ", ".join(sorted({fv.field or "(message)" for fv in details.field_violations}))
     status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=f"invalid {fields}")
     status.details.add().Pack(details)

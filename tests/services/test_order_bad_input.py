@@ -102,6 +102,12 @@ INVALID: list[tuple[str, Message, type[Message]]] = [
     ("ListOrders", pb.ListOrdersRequest(page_size=-1), pb.ListOrdersResponse),
     ("ListOrders", pb.ListOrdersRequest(page_token="t" * 257), pb.ListOrdersResponse),
     ("CancelOrder", pb.CancelOrderRequest(), pb.CancelOrderResponse),
+    # A NUL is refused at the edge: PostgreSQL's text types cannot store one.
+    (
+        "CancelOrder",
+        pb.CancelOrderRequest(order_id=str(uuid.uuid4()), reason="no\x00thanks"),
+        pb.CancelOrderResponse,
+    ),
 ]
 
 

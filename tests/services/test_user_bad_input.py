@@ -69,6 +69,12 @@ INVALID: list[tuple[str, Message, type[Message]]] = [
         pb.RegisterRequest(email="x" * 250 + "@a.io", password="password1", name="Ada"),
         pb.RegisterResponse,
     ),
+    # A NUL is refused at the edge: PostgreSQL's text types cannot store one.
+    (
+        "Register",
+        pb.RegisterRequest(email="a@example.com", password="password1", name="A\x00da"),
+        pb.RegisterResponse,
+    ),
     ("Login", pb.LoginRequest(), pb.LoginResponse),
     ("Login", pb.LoginRequest(email="a@example.com", password="p" * 129), pb.LoginResponse),
     ("GetUser", pb.GetUserRequest(), pb.GetUserResponse),

@@ -1,0 +1,29 @@
+"""The interceptor's own rule beside protovalidate's: no NUL in any string field."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from shop.order.v1 import order_pb2 as pb
+
+from shopmesh.rpc import bad_request, nul_fields
+
+pytestmark = pytest.mark.unit
+
+
+def test_nul_characters_are_found_at_any_depth_and_named_by_path() -> None:
+    request = pb.PlaceOrderRequest(
+        idempotency_key="key\x00",
+        lines=[pb.OrderLineInput(product_id="sku-mug"), pb.OrderLineInput(product_id="s\x00")],
+    )
+    assert list(nul_fields(request)) == ["idempotency_key", "lines[1].product_id"]
+    assert list(nul_fields(pb.PlaceOrderRequest(idempotency_key="key"))) == []
+
+
+def test_a_nul_alone_makes_a_request_invalid() -> None:
+    valid = pb.CancelOrderRequest(order_id=str(uuid.uuid4()), reason="changed my mind")
+    assert bad_request(valid) is None
+    status = bad_request(pb.CancelOrderRequest(order_id=valid.order_id, reason="no\x00"))
+    assert status is not None
+    assert status.message == "invalid reason"
