@@ -226,7 +226,10 @@ class Consumer:
         try:
             while True:
                 try:
-                    messages = await pull.fetch(batch=20, timeout=1)
+                    # One at a time: nats-py's fetch of a batch, once it has the first
+                    # message of a waiting pull, holds it until the batch fills or the
+                    # timeout ends, which put up to a second on every saga hop.
+                    messages = await pull.fetch(batch=1, timeout=1)
                     for message in messages:
                         await self.handle(message)
                 except (TimeoutError, nats.errors.TimeoutError):
