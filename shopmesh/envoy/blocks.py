@@ -490,7 +490,16 @@ def bootstrap(
         # Runtime keys can be changed with POST /runtime_modify (the fault filter's switch).
         "layered_runtime": {
             "layers": [
-                {"name": "static", "static_layer": {}},
+                {
+                    "name": "static",
+                    # Export spans in batches of up to 100, at least every second: one
+                    # export per few spans (the default) tripled the trace sink's CPU
+                    # per call (docs/benchmarks.md).
+                    "static_layer": {
+                        "tracing.opentelemetry.min_flush_spans": 100,
+                        "tracing.opentelemetry.flush_interval_ms": 1000,
+                    },
+                },
                 {"name": "admin", "admin_layer": {}},
             ]
         },
