@@ -33,6 +33,10 @@ status:
 logs *args:
     shopmesh logs {{args}}
 
+# A customer's journey through the gateway: register, log in, order, watch the saga.
+demo *args:
+    shopmesh demo {{args}}
+
 # Print an order's status and saga timeline.
 saga order_id:
     shopmesh saga {{order_id}}

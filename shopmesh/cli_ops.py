@@ -19,6 +19,7 @@ import nats
 from rich.console import Console
 from rich.table import Table
 from shop.order.v1 import order_pb2, order_pb2_grpc
+from shop.user.v1 import user_pb2, user_pb2_grpc
 
 from shopmesh import dlq as dead_letters
 from shopmesh import traces
@@ -68,7 +69,10 @@ def saga(ctx: click.Context, order_id: str) -> None:
             found: order_pb2.Order = reply.order
             return found
 
-    order = _run(fetch)
+    console.print(timeline_table(_run(fetch)))
+
+
+def timeline_table(order: order_pb2.Order) -> Table:
     table = Table(title=f"order {order.order_id}: {_status(order.status)}")
     for column in ("at", "step", "status after", "detail", "event id"):
         table.add_column(column)
@@ -80,7 +84,63 @@ def saga(ctx: click.Context, order_id: str) -> None:
             entry.detail,
             entry.event_id[:8],
         )
-    console.print(table)
+    return table
+
+
+@click.command()
+@click.option("--product", default="sku-espresso", show_default=True)
+@click.option("--quantity", default=1, show_default=True)
+@click.option("--card", default="", help="4000000000000002 makes the payment fail.")
+@click.pass_context
+def demo(ctx: click.Context, product: str, quantity: int, card: str) -> None:
+    """A customer's journey through the gateway: register, log in, order, watch the saga."""
+    gateway = f"127.0.0.1:{_mesh(ctx).topology.gateway_port}"
+
+    async def journey() -> order_pb2.Order:
+        async with grpc.aio.insecure_channel(gateway) as channel:
+            users = user_pb2_grpc.UserServiceStub(channel)
+            email = f"demo-{uuid.uuid4().hex[:8]}@example.com"
+            password = "correct horse battery"
+            registered = await users.Register(
+                user_pb2.RegisterRequest(email=email, password=password, name="Demo"), timeout=5
+            )
+            console.print(f"registered {email} as {registered.user.user_id}")
+            login = await users.Login(
+                user_pb2.LoginRequest(email=email, password=password), timeout=5
+            )
+            auth = (("authorization", f"Bearer {login.access_token}"),)
+            console.print("logged in: the gateway will verify this token on every call")
+            orders = order_pb2_grpc.OrderServiceStub(channel)
+            placed = await orders.PlaceOrder(
+                order_pb2.PlaceOrderRequest(
+                    idempotency_key=f"demo-{uuid.uuid4().hex}",
+                    lines=[order_pb2.OrderLineInput(product_id=product, quantity=quantity)],
+                    payment_card=card,
+                ),
+                metadata=auth,
+                timeout=5,
+            )
+            order_id = placed.order.order_id
+            console.print(f"placed order {order_id}: {_status(placed.order.status)}")
+            for _ in range(150):  # the saga ends in well under a second on an idle mesh
+                got = await orders.GetOrder(
+                    order_pb2.GetOrderRequest(order_id=order_id), metadata=auth, timeout=5
+                )
+                if got.order.status in (
+                    order_pb2.ORDER_STATUS_CONFIRMED,
+                    order_pb2.ORDER_STATUS_CANCELLED,
+                ):
+                    break
+                await asyncio.sleep(0.1)
+            ended: order_pb2.Order = got.order
+            return ended
+
+    try:
+        order = _run(journey)
+    except grpc.aio.AioRpcError as error:
+        raise click.ClickException(f"{error.code().name}: {error.details()}") from None
+    console.print(timeline_table(order))
+    console.print(f"see it whole: shopmesh trace {order.order_id}")
 
 
 @click.group()
@@ -203,4 +263,4 @@ def rpc_table(traces_dir: Path) -> Table | None:
     return table
 
 
-COMMANDS = (saga, dlq, trace, token)
+COMMANDS = (saga, dlq, trace, token, demo)

@@ -132,3 +132,13 @@ async def test_a_failed_call_shows_its_error_on_the_right_span(
     assert "inventory-1-sidecar" in errors  # where the fault was injected
     assert "gateway" in errors
     assert "inventory-1" not in {s.instance for s in spans}  # the app never saw the call
+
+
+async def test_the_demo_journey_confirms_an_order_and_names_its_trace(mesh: Mesh) -> None:
+    printed = await shopmesh_cli(mesh, "demo", "--product", "sku-filter")
+    assert "registered demo-" in printed
+    assert "CONFIRMED" in printed
+    assert "shop.inventory.v1.StockReserved" in printed
+    order_id = printed.rsplit("shopmesh trace ", 1)[1].split()[0]
+    spans = await spans_of(mesh, order_id, {"gateway", "notification-1"})
+    assert {s.instance or s.service for s in spans} >= {"gateway", "order-1", "notification-1"}
