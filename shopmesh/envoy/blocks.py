@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shopmesh.contracts import GrpcService, Method
-from shopmesh.envoy.layout import Layout
+from shopmesh.envoy.layout import Layout, MeshPlan, spiffe_id
 from shopmesh.envoy.settings import Settings, duration
 from shopmesh.topology import LOOPBACK, Topology
 
@@ -424,18 +424,13 @@ def endpoints(cluster: str, hosts: Iterable[tuple[str, str, int]]) -> Json:
     }
 
 
-def mesh_cluster(
-    name: str,
-    hosts: Sequence[tuple[str, str, int]],
-    shared: Shared,
-    *,
-    health_service: str,
-    transport_socket: Json | None,
-) -> Json:
-    """A service's instances, with the full set of resilience settings."""
+def mesh_cluster(service: str, plan: MeshPlan, layout: Layout, shared: Shared, client: str) -> Json:
+    """`service`'s instances, reached through their sidecars' ingress over mTLS (with
+    `client`'s certificate), with the full set of resilience settings."""
     settings = shared.settings
-    cluster: Json = {
-        "name": name,
+    hosts = [(i.name, layout.host(i.name), i.ingress_port) for i in plan.instances_of(service)]
+    return {
+        "name": service,
         "type": discovery(host for _, host, _ in hosts),
         "connect_timeout": duration(settings.connect_timeout),
         "lb_policy": "ROUND_ROBIN",
@@ -444,12 +439,12 @@ def mesh_cluster(
         "typed_extension_protocol_options": shared.http2,
         "circuit_breakers": shared.circuit_breakers,
         "outlier_detection": shared.outlier_detection,
-        "health_checks": grpc_health_check(settings, health_service),
-        "load_assignment": endpoints(name, hosts),
+        "health_checks": grpc_health_check(
+            settings, plan.contract(service).grpc_services[0].full_name
+        ),
+        "load_assignment": endpoints(service, hosts),
+        "transport_socket": upstream_mtls(layout, client, spiffe_id(service)),
     }
-    if transport_socket is not None:
-        cluster["transport_socket"] = transport_socket
-    return cluster
 
 
 def local_cluster(

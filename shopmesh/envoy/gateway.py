@@ -24,9 +24,8 @@ from shopmesh.envoy.blocks import (
     method_routes,
     otlp_cluster,
     typed,
-    upstream_mtls,
 )
-from shopmesh.envoy.layout import GATEWAY, REFLECTOR, Layout, MeshPlan, spiffe_id
+from shopmesh.envoy.layout import GATEWAY, REFLECTOR, Layout, MeshPlan
 from shopmesh.envoy.settings import PUBLIC_METHODS, Settings
 from shopmesh.identity import ROLE_HEADER, USER_ID_HEADER
 
@@ -122,18 +121,7 @@ def routes(plan: MeshPlan, shared: Shared) -> list[Json]:
 
 
 def clusters(plan: MeshPlan, layout: Layout, shared: Shared) -> list[Json]:
-    out = []
-    for service in plan.services:
-        hosts = [(i.name, layout.host(i.name), i.ingress_port) for i in plan.instances_of(service)]
-        out.append(
-            mesh_cluster(
-                service,
-                hosts,
-                shared,
-                health_service=plan.contract(service).grpc_services[0].full_name,
-                transport_socket=upstream_mtls(layout, GATEWAY, spiffe_id(service)),
-            )
-        )
+    out = [mesh_cluster(service, plan, layout, shared, GATEWAY) for service in plan.services]
     # The reflector runs beside the gateway, outside the mTLS mesh: plain HTTP/2.
     port, host = plan.topology.reflector_port, layout.host(REFLECTOR)
     out.append(local_cluster(REFLECTOR, port, shared, health_service="", host=host))

@@ -23,7 +23,6 @@ from shopmesh.envoy.blocks import (
     method_routes,
     otlp_cluster,
     typed,
-    upstream_mtls,
 )
 from shopmesh.envoy.layout import Layout, MeshPlan, sidecar_name, spiffe_id
 from shopmesh.envoy.settings import Settings
@@ -115,16 +114,7 @@ def sidecar_config(instance: Instance, plan: MeshPlan, layout: Layout, settings:
     ]
     for dep in instance.depends_on:
         listeners.append(egress(instance, dep, plan, shared))
-        hosts = [(i.name, layout.host(i.name), i.ingress_port) for i in plan.instances_of(dep)]
-        clusters.append(
-            mesh_cluster(
-                dep,
-                hosts,
-                shared,
-                health_service=plan.contract(dep).grpc_services[0].full_name,
-                transport_socket=upstream_mtls(layout, instance.name, spiffe_id(dep)),
-            )
-        )
+        clusters.append(mesh_cluster(dep, plan, layout, shared, instance.name))
     return bootstrap(
         name, listeners, clusters, instance.admin_port, outlier_log=layout.outlier_log(name)
     )
