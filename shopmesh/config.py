@@ -60,4 +60,4 @@ class ServiceConfig:
 
 
 def default_db_url(var_dir: Path, service: str) -> str:
-    return f"sqlite+aiosqlite:///{var_dir / 'data' / f'{service}.db'}"
+    return f"sqlite:///{var_dir / 'data' / f'{service}.db'}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -19,9 +20,8 @@ from google.protobuf.message import Message
 from opentelemetry import propagate, trace
 from shop.common.v1.common_pb2 import EventMeta
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from shopmesh.db import Database, outbox, processed_events
+from shopmesh.db import Connection, Database, outbox, processed_events
 from shopmesh.subjects import subject_of
 
 if TYPE_CHECKING:
@@ -38,13 +38,14 @@ def now() -> datetime:
 class UnitOfWork:
     """Base class; a service's subclass opens its repositories in `open_repositories`."""
 
-    session: AsyncSession
+    conn: Connection
 
     def __init__(self, db: Database, producer: str, outbox_signal: asyncio.Event | None = None):
         self.db = db
         self.producer = producer
         self._outbox_signal = outbox_signal
         self._pending: list[tuple[str, Message]] = []
+        self._transaction: AbstractAsyncContextManager[Connection] | None = None
 
     @classmethod
     def for_runtime(cls, runtime: Runtime) -> Self:
@@ -52,10 +53,12 @@ class UnitOfWork:
         return cls(runtime.db, runtime.config.instance, runtime.outbox_signal)
 
     def open_repositories(self) -> None:
-        """Create the service's repositories on `self.session`."""
+        """Create the service's repositories on `self.conn`."""
 
     async def __aenter__(self) -> Self:
-        self.session = AsyncSession(self.db.writer, expire_on_commit=False)
+        # The writer's connection: on SQLite the process's one, taken in turn.
+        self._transaction = self.db.writer.connect()
+        self.conn = await self._transaction.__aenter__()
         self._pending = []
         self.open_repositories()
         return self
@@ -66,8 +69,10 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.session.rollback()
-        await self.session.close()
+        transaction, self._transaction = self._transaction, None
+        assert transaction is not None, "unit of work left without being entered"
+        # Leaving without commit rolls back (the writer's `connect` does it).
+        await transaction.__aexit__(exc_type, exc, tb)
 
     def emit(self, event: Message) -> str:
         """Queue `event` for the outbox; stamps its `meta` and returns the event id."""
@@ -91,7 +96,7 @@ class UnitOfWork:
 
     async def _commit(self) -> None:
         if self._pending:
-            await self.session.execute(
+            await self.conn.execute(
                 sa.insert(outbox),
                 [
                     {
@@ -105,7 +110,7 @@ class UnitOfWork:
                     for subject, event in self._pending
                 ],
             )
-        await self.session.commit()
+        await self.conn.commit()
         if self._pending and self._outbox_signal is not None:
             self._outbox_signal.set()  # wake the relay instead of letting it poll
         self._pending = []
@@ -118,7 +123,7 @@ class UnitOfWork:
         IMMEDIATE). PostgreSQL takes a transaction-level advisory lock on the key's hash.
         """
         if self.db.is_postgresql:
-            await self.session.execute(
+            await self.conn.execute(
                 sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
             )
 
@@ -128,12 +133,12 @@ class UnitOfWork:
         Called in the same transaction as the handler's effect, so both commit or neither.
         """
         insert = (postgresql.insert if self.db.is_postgresql else sqlite.insert)(processed_events)
-        result = await self.session.execute(
+        result = await self.conn.execute(
             insert.values(
                 consumer=consumer, event_id=event_id, processed_at=now()
             ).on_conflict_do_nothing()
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
 
 def current_traceparent() -> str:

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shop.user.v1 import events_pb2 as user_events
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.user import domain, passwords
 from services.user.domain import EmailTaken, User, authenticate, normalize_email
 from services.user.storage import UnitOfWork, repository
 from services.user.tokens import SigningKey, issue_token
+from shopmesh.db import Engine
 from shopmesh.errors import NotFound
 from shopmesh.identity import Caller
 from shopmesh.uow import now
@@ -38,7 +38,7 @@ async def register(uow: UnitOfWork, email: str, password: str, name: str) -> Use
 
 
 async def login(
-    reader: AsyncEngine, key: SigningKey, ttl_seconds: int, email: str, password: str
+    reader: Engine, key: SigningKey, ttl_seconds: int, email: str, password: str
 ) -> LoggedIn:
     async with reader.connect() as conn:
         found = await repository.get_user_by_email(conn, normalize_email(email))
@@ -48,7 +48,7 @@ async def login(
     return LoggedIn(user, token, expires_at)
 
 
-async def get_user(reader: AsyncEngine, caller: Caller, user_id: str) -> User:
+async def get_user(reader: Engine, caller: Caller, user_id: str) -> User:
     user_id = user_id.lower()  # UUIDs compare case-insensitively; ours are stored lower
     user = None
     # Someone else's id reads as unknown, so ids of other users cannot be probed.

@@ -19,7 +19,7 @@ from psycopg import sql
 
 
 def sqlite_url(folder: Path, name: str = "service") -> str:
-    return f"sqlite+aiosqlite:///{folder / f'{name}.db'}"
+    return f"sqlite:///{folder / f'{name}.db'}"
 
 
 class PostgresServer:

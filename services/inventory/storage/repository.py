@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.inventory.domain import Item, Product, Reservation, ReservationStatus
 from services.inventory.storage.tables import products, reservation_items, reservations
 from shopmesh import uow
+from shopmesh.db import Connection
 from shopmesh.paging import page_size
 
 
@@ -18,14 +18,14 @@ def _product(row: sa.Row[tuple[object, ...]]) -> Product:
 
 
 class ProductRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
     async def get_many(self, product_ids: Iterable[str]) -> dict[str, Product]:
         """The products, locked until the unit of work ends: reservations, releases and
         AdjustStock run concurrently and each writes counts computed from what it read
         (SQLite's writer lock already serializes them). Locked in id order: no deadlock."""
-        rows = await self.session.execute(
+        rows = await self.conn.execute(
             sa.select(products)
             .where(products.c.product_id.in_(set(product_ids)))
             .order_by(products.c.product_id)
@@ -37,33 +37,33 @@ class ProductRepository:
         return (await self.get_many([product_id])).get(product_id)
 
     async def add(self, product: Product) -> None:
-        await self.session.execute(sa.insert(products).values(**vars(product)))
+        await self.conn.execute(sa.insert(products).values(**vars(product)))
 
     async def save(self, product: Product) -> None:
-        await self.session.execute(
+        await self.conn.execute(
             sa.update(products)
             .where(products.c.product_id == product.product_id)
             .values(available=product.available, reserved=product.reserved)
         )
 
     async def count(self) -> int:
-        return (await self.session.scalar(sa.select(sa.func.count()).select_from(products))) or 0
+        return (await self.conn.scalar(sa.select(sa.func.count()).select_from(products))) or 0
 
 
 class ReservationRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
     async def get(self, order_id: str) -> Reservation | None:
         """The order's reservation, locked until the unit of work ends."""
-        header = await self.session.scalar(
+        header = await self.conn.scalar(
             sa.select(reservations.c.status)
             .where(reservations.c.order_id == order_id)
             .with_for_update()
         )
         if header is None:
             return None
-        items = await self.session.execute(
+        items = await self.conn.execute(
             sa.select(reservation_items.c.product_id, reservation_items.c.quantity)
             .where(reservation_items.c.order_id == order_id)
             .order_by(reservation_items.c.product_id)
@@ -75,12 +75,12 @@ class ReservationRepository:
         )
 
     async def add(self, reservation: Reservation) -> None:
-        await self.session.execute(
+        await self.conn.execute(
             sa.insert(reservations).values(
                 order_id=reservation.order_id, status=reservation.status, created_at=uow.now()
             )
         )
-        await self.session.execute(
+        await self.conn.execute(
             sa.insert(reservation_items),
             [
                 {
@@ -93,7 +93,7 @@ class ReservationRepository:
         )
 
     async def save(self, reservation: Reservation) -> None:
-        await self.session.execute(
+        await self.conn.execute(
             sa.update(reservations)
             .where(reservations.c.order_id == reservation.order_id)
             .values(status=reservation.status)
@@ -105,15 +105,15 @@ class UnitOfWork(uow.UnitOfWork):
     reservations: ReservationRepository
 
     def open_repositories(self) -> None:
-        self.products = ProductRepository(self.session)
-        self.reservations = ReservationRepository(self.session)
+        self.products = ProductRepository(self.conn)
+        self.reservations = ReservationRepository(self.conn)
 
 
 # Queries: reads that need no aggregate and no write transaction.
 
 
 async def list_products(
-    conn: AsyncConnection, size: int, after: str | None
+    conn: Connection, size: int, after: str | None
 ) -> tuple[Sequence[Product], str | None]:
     """One page of products in id order and the id to continue after, if any."""
     query = sa.select(products).order_by(products.c.product_id).limit(page_size(size) + 1)
@@ -124,7 +124,7 @@ async def list_products(
     return page, (page[-1].product_id if len(rows) > len(page) else None)
 
 
-async def get_product(conn: AsyncConnection, product_id: str) -> Product | None:
+async def get_product(conn: Connection, product_id: str) -> Product | None:
     row = (
         await conn.execute(sa.select(products).where(products.c.product_id == product_id))
     ).first()

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.notification.domain import Kind, Notification
 from services.notification.storage.tables import notifications
 from shopmesh import uow
+from shopmesh.db import Connection
 from shopmesh.paging import page_size
 
 # The sort key of ListNotifications: (created_at, notification_id), newest first.
@@ -28,11 +28,11 @@ def _notification(row: sa.Row[tuple[object, ...]]) -> Notification:
 
 
 class NotificationRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
     async def exists(self, order_id: str, kind: Kind) -> bool:
-        found = await self.session.scalar(
+        found = await self.conn.scalar(
             sa.select(notifications.c.notification_id).where(
                 notifications.c.order_id == order_id, notifications.c.kind == kind
             )
@@ -41,21 +41,21 @@ class NotificationRepository:
 
     async def add(self, notification: Notification) -> None:
         """Insert; IntegrityError if the order already has a notification of this kind."""
-        await self.session.execute(sa.insert(notifications).values(**vars(notification)))
+        await self.conn.execute(sa.insert(notifications).values(**vars(notification)))
 
 
 class UnitOfWork(uow.UnitOfWork):
     notifications: NotificationRepository
 
     def open_repositories(self) -> None:
-        self.notifications = NotificationRepository(self.session)
+        self.notifications = NotificationRepository(self.conn)
 
 
 # Queries: reads that need no aggregate and no write transaction.
 
 
 async def list_notifications(
-    conn: AsyncConnection, user_id: str, size: int, after: Key | None
+    conn: Connection, user_id: str, size: int, after: Key | None
 ) -> tuple[Sequence[Notification], Key | None]:
     """One page of a user's notifications, newest first, and the key to continue after."""
     c = notifications.c

@@ -6,16 +6,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.order.domain import Order, OrderLine, OrderStatus, TimelineEntry
 from services.order.storage.tables import order_lines, order_timeline, orders
 from shopmesh import uow
+from shopmesh.db import Connection
 from shopmesh.errors import AlreadyExists
 from shopmesh.paging import page_size
 
-# Sessions (in a unit of work) and plain connections (queries) read alike.
-Reader = AsyncSession | AsyncConnection
 Row = sa.Row[tuple[object, ...]]
 
 
@@ -40,7 +38,7 @@ def _order(row: Row, lines: list[OrderLine], timeline: list[TimelineEntry]) -> O
     )
 
 
-async def _lines(reader: Reader, order_ids: Sequence[str]) -> dict[str, list[OrderLine]]:
+async def _lines(reader: Connection, order_ids: Sequence[str]) -> dict[str, list[OrderLine]]:
     rows = await reader.execute(
         sa.select(order_lines)
         .where(order_lines.c.order_id.in_(order_ids))
@@ -54,7 +52,7 @@ async def _lines(reader: Reader, order_ids: Sequence[str]) -> dict[str, list[Ord
     return lines
 
 
-async def _timeline(reader: Reader, order_id: str) -> list[TimelineEntry]:
+async def _timeline(reader: Connection, order_id: str) -> list[TimelineEntry]:
     rows = await reader.execute(
         sa.select(order_timeline)
         .where(order_timeline.c.order_id == order_id)
@@ -72,7 +70,7 @@ async def _timeline(reader: Reader, order_id: str) -> list[TimelineEntry]:
     ]
 
 
-async def _load(reader: Reader, query: sa.Select[tuple[object, ...]]) -> Order | None:
+async def _load(reader: Connection, query: sa.Select[tuple[object, ...]]) -> Order | None:
     row = (await reader.execute(query)).first()
     if row is None:
         return None
@@ -81,8 +79,8 @@ async def _load(reader: Reader, query: sa.Select[tuple[object, ...]]) -> Order |
 
 
 class OrderRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
         # Timeline entries already stored, per order seen: `save` inserts the rest.
         self._stored: dict[str, int] = {}
 
@@ -90,7 +88,7 @@ class OrderRepository:
         """The order, locked until the unit of work ends (saga events and CancelOrder
         for one order must not interleave; SQLite's writer lock already ensures it)."""
         order = await _load(
-            self.session, sa.select(orders).where(orders.c.order_id == order_id).with_for_update()
+            self.conn, sa.select(orders).where(orders.c.order_id == order_id).with_for_update()
         )
         if order is not None:
             self._stored[order.order_id] = len(order.timeline)
@@ -99,7 +97,7 @@ class OrderRepository:
     async def add(self, order: Order) -> None:
         """Insert a new order; AlreadyExists when its user already used its key."""
         try:
-            await self.session.execute(
+            await self.conn.execute(
                 sa.insert(orders).values(
                     order_id=order.order_id,
                     user_id=order.user_id,
@@ -116,7 +114,7 @@ class OrderRepository:
             raise AlreadyExists(
                 f"an order with idempotency key {order.idempotency_key!r} exists"
             ) from error
-        await self.session.execute(
+        await self.conn.execute(
             sa.insert(order_lines),
             [
                 {
@@ -135,7 +133,7 @@ class OrderRepository:
 
     async def save(self, order: Order) -> None:
         """Store the order's status and the timeline entries added since it was loaded."""
-        await self.session.execute(
+        await self.conn.execute(
             sa.update(orders)
             .where(orders.c.order_id == order.order_id)
             .values(
@@ -149,7 +147,7 @@ class OrderRepository:
     async def _insert_new_entries(self, order: Order) -> None:
         new = order.timeline[self._stored[order.order_id] :]
         if new:
-            await self.session.execute(
+            await self.conn.execute(
                 sa.insert(order_timeline),
                 [
                     {
@@ -170,18 +168,18 @@ class UnitOfWork(uow.UnitOfWork):
     orders: OrderRepository
 
     def open_repositories(self) -> None:
-        self.orders = OrderRepository(self.session)
+        self.orders = OrderRepository(self.conn)
 
 
 # Queries: reads that need no aggregate and no write transaction.
 
 
-async def get_order(conn: AsyncConnection, order_id: str) -> Order | None:
+async def get_order(conn: Connection, order_id: str) -> Order | None:
     """One order with its lines and timeline."""
     return await _load(conn, sa.select(orders).where(orders.c.order_id == order_id))
 
 
-async def find_by_key(conn: AsyncConnection, user_id: str, idempotency_key: str) -> Order | None:
+async def find_by_key(conn: Connection, user_id: str, idempotency_key: str) -> Order | None:
     """The order `user_id` placed with `idempotency_key`, if any."""
     return await _load(
         conn,
@@ -192,7 +190,7 @@ async def find_by_key(conn: AsyncConnection, user_id: str, idempotency_key: str)
 
 
 async def list_orders(
-    conn: AsyncConnection, user_id: str, size: int, after: tuple[datetime, str] | None
+    conn: Connection, user_id: str, size: int, after: tuple[datetime, str] | None
 ) -> tuple[Sequence[Order], tuple[datetime, str] | None]:
     """One page of the user's orders, newest first and without timelines, and the
     (created_at, order_id) key to continue after, if there is more."""

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.payment.domain import Payment, PaymentStatus
 from services.payment.storage.tables import payments
 from shopmesh import uow
+from shopmesh.db import Connection
 
 
 def _utc(value: datetime) -> datetime:
@@ -32,14 +32,14 @@ def _payment(row: sa.Row[tuple[object, ...]]) -> Payment:
 
 
 class PaymentRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
     async def for_order(self, order_id: str) -> Payment | None:
         """The order's payment, locked until the unit of work ends (a refund must not
         interleave with another; SQLite's writer lock already ensures it)."""
         row = (
-            await self.session.execute(
+            await self.conn.execute(
                 sa.select(payments).where(payments.c.order_id == order_id).with_for_update()
             )
         ).first()
@@ -52,14 +52,14 @@ class PaymentRepository:
         (PostgreSQL aborts the whole transaction otherwise).
         """
         try:
-            async with self.session.begin_nested():
-                await self.session.execute(sa.insert(payments).values(**vars(payment)))
+            async with self.conn.begin_nested():
+                await self.conn.execute(sa.insert(payments).values(**vars(payment)))
         except IntegrityError:
             return False
         return True
 
     async def save(self, payment: Payment) -> None:
-        await self.session.execute(
+        await self.conn.execute(
             sa.update(payments)
             .where(payments.c.payment_id == payment.payment_id)
             .values(status=payment.status, reason=payment.reason, updated_at=payment.updated_at)
@@ -67,7 +67,7 @@ class PaymentRepository:
 
     async def completed_total(self, user_id: str, currency: str) -> int:
         """What `user_id` has in COMPLETED payments in `currency` (for the per-user limit)."""
-        total = await self.session.scalar(
+        total = await self.conn.scalar(
             sa.select(sa.func.coalesce(sa.func.sum(payments.c.amount_minor), 0)).where(
                 payments.c.user_id == user_id,
                 payments.c.currency == currency,
@@ -81,22 +81,20 @@ class UnitOfWork(uow.UnitOfWork):
     payments: PaymentRepository
 
     def open_repositories(self) -> None:
-        self.payments = PaymentRepository(self.session)
+        self.payments = PaymentRepository(self.conn)
 
 
 # Queries: reads that need no aggregate and no write transaction.
 
 
-async def get_payment(conn: AsyncConnection, payment_id: str) -> Payment | None:
+async def get_payment(conn: Connection, payment_id: str) -> Payment | None:
     row = (
         await conn.execute(sa.select(payments).where(payments.c.payment_id == payment_id))
     ).first()
     return None if row is None else _payment(row)
 
 
-async def list_payments(
-    conn: AsyncConnection, order_id: str, user_id: str | None
-) -> Sequence[Payment]:
+async def list_payments(conn: Connection, order_id: str, user_id: str | None) -> Sequence[Payment]:
     """An order's payments, oldest first; only `user_id`'s unless it is None."""
     query = (
         sa.select(payments)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.user.domain import EmailTaken, Role, User
 from services.user.storage.tables import users
 from shopmesh import uow
+from shopmesh.db import Connection
 
 
 def _user(row: sa.Row[tuple[object, ...]]) -> User:
@@ -22,15 +22,15 @@ def _user(row: sa.Row[tuple[object, ...]]) -> User:
 
 
 class UserRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
     async def get_by_email(self, email: str) -> User | None:
-        return await get_user_by_email(await self.session.connection(), email)
+        return await get_user_by_email(self.conn, email)
 
     async def add(self, user: User) -> None:
         try:
-            await self.session.execute(sa.insert(users).values(**vars(user)))
+            await self.conn.execute(sa.insert(users).values(**vars(user)))
         except sa.exc.IntegrityError as error:
             # Another registration with this email committed after our check.
             raise EmailTaken(user.email) from error
@@ -40,17 +40,17 @@ class UnitOfWork(uow.UnitOfWork):
     users: UserRepository
 
     def open_repositories(self) -> None:
-        self.users = UserRepository(self.session)
+        self.users = UserRepository(self.conn)
 
 
 # Queries: reads that need no aggregate and no write transaction.
 
 
-async def get_user(conn: AsyncConnection, user_id: str) -> User | None:
+async def get_user(conn: Connection, user_id: str) -> User | None:
     row = (await conn.execute(sa.select(users).where(users.c.user_id == user_id))).first()
     return None if row is None else _user(row)
 
 
-async def get_user_by_email(conn: AsyncConnection, email: str) -> User | None:
+async def get_user_by_email(conn: Connection, email: str) -> User | None:
     row = (await conn.execute(sa.select(users).where(users.c.email == email))).first()
     return None if row is None else _user(row)
