@@ -30,6 +30,14 @@ if TYPE_CHECKING:
 
 _tracer = trace.get_tracer("shopmesh.uow")
 
+# Built once (a statement built per call cost more than running it): the outbox insert,
+# and "this consumer handled this event" on each backend, a no-op when it already had.
+_INSERT_OUTBOX = sa.insert(outbox)
+_MARK_PROCESSED = {
+    backend: insert(processed_events).on_conflict_do_nothing()
+    for backend, insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -97,7 +105,7 @@ class UnitOfWork:
     async def _commit(self) -> None:
         if self._pending:
             await self.conn.execute(
-                sa.insert(outbox),
+                _INSERT_OUTBOX,
                 [
                     {
                         "event_id": event.meta.event_id,  # type: ignore[attr-defined]
@@ -132,11 +140,9 @@ class UnitOfWork:
 
         Called in the same transaction as the handler's effect, so both commit or neither.
         """
-        insert = (postgresql.insert if self.db.is_postgresql else sqlite.insert)(processed_events)
         result = await self.conn.execute(
-            insert.values(
-                consumer=consumer, event_id=event_id, processed_at=now()
-            ).on_conflict_do_nothing()
+            _MARK_PROCESSED["postgresql" if self.db.is_postgresql else "sqlite"],
+            {"consumer": consumer, "event_id": event_id, "processed_at": now()},
         )
         return bool(result.rowcount)
 

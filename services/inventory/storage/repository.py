@@ -17,6 +17,41 @@ def _product(row: sa.Row[tuple[object, ...]]) -> Product:
     return Product(**row._asdict())
 
 
+# Statements built once: building a Core statement and its cache key on every call cost
+# more CPU than running it (bench/profile.py, docs/benchmarks.md).
+_LOCK_PRODUCTS = (
+    sa.select(products)
+    .where(products.c.product_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(products.c.product_id)
+    .with_for_update()
+)
+_GET_PRODUCT = sa.select(products).where(products.c.product_id == sa.bindparam("id"))
+_INSERT_PRODUCT = sa.insert(products)
+_SAVE_PRODUCT = (
+    sa.update(products)
+    .where(products.c.product_id == sa.bindparam("id"))
+    .values(available=sa.bindparam("available"), reserved=sa.bindparam("reserved"))
+)
+_COUNT_PRODUCTS = sa.select(sa.func.count()).select_from(products)
+_LOCK_RESERVATION = (
+    sa.select(reservations.c.status)
+    .where(reservations.c.order_id == sa.bindparam("order_id"))
+    .with_for_update()
+)
+_RESERVATION_ITEMS = (
+    sa.select(reservation_items.c.product_id, reservation_items.c.quantity)
+    .where(reservation_items.c.order_id == sa.bindparam("order_id"))
+    .order_by(reservation_items.c.product_id)
+)
+_INSERT_RESERVATION = sa.insert(reservations)
+_INSERT_RESERVATION_ITEM = sa.insert(reservation_items)
+_SAVE_RESERVATION = (
+    sa.update(reservations)
+    .where(reservations.c.order_id == sa.bindparam("id"))
+    .values(status=sa.bindparam("status"))
+)
+
+
 class ProductRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -25,29 +60,27 @@ class ProductRepository:
         """The products, locked until the unit of work ends: reservations, releases and
         AdjustStock run concurrently and each writes counts computed from what it read
         (SQLite's writer lock already serializes them). Locked in id order: no deadlock."""
-        rows = await self.conn.execute(
-            sa.select(products)
-            .where(products.c.product_id.in_(set(product_ids)))
-            .order_by(products.c.product_id)
-            .with_for_update()
-        )
+        rows = await self.conn.execute(_LOCK_PRODUCTS, {"ids": sorted(set(product_ids))})
         return {row.product_id: _product(row) for row in rows}
 
     async def get(self, product_id: str) -> Product | None:
         return (await self.get_many([product_id])).get(product_id)
 
     async def add(self, product: Product) -> None:
-        await self.conn.execute(sa.insert(products).values(**vars(product)))
+        await self.conn.execute(_INSERT_PRODUCT, vars(product))
 
     async def save(self, product: Product) -> None:
         await self.conn.execute(
-            sa.update(products)
-            .where(products.c.product_id == product.product_id)
-            .values(available=product.available, reserved=product.reserved)
+            _SAVE_PRODUCT,
+            {
+                "id": product.product_id,
+                "available": product.available,
+                "reserved": product.reserved,
+            },
         )
 
     async def count(self) -> int:
-        return (await self.conn.scalar(sa.select(sa.func.count()).select_from(products))) or 0
+        return (await self.conn.scalar(_COUNT_PRODUCTS)) or 0
 
 
 class ReservationRepository:
@@ -56,18 +89,10 @@ class ReservationRepository:
 
     async def get(self, order_id: str) -> Reservation | None:
         """The order's reservation, locked until the unit of work ends."""
-        header = await self.conn.scalar(
-            sa.select(reservations.c.status)
-            .where(reservations.c.order_id == order_id)
-            .with_for_update()
-        )
+        header = await self.conn.scalar(_LOCK_RESERVATION, {"order_id": order_id})
         if header is None:
             return None
-        items = await self.conn.execute(
-            sa.select(reservation_items.c.product_id, reservation_items.c.quantity)
-            .where(reservation_items.c.order_id == order_id)
-            .order_by(reservation_items.c.product_id)
-        )
+        items = await self.conn.execute(_RESERVATION_ITEMS, {"order_id": order_id})
         return Reservation(
             order_id=order_id,
             items=[Item(row.product_id, row.quantity) for row in items],
@@ -76,12 +101,15 @@ class ReservationRepository:
 
     async def add(self, reservation: Reservation) -> None:
         await self.conn.execute(
-            sa.insert(reservations).values(
-                order_id=reservation.order_id, status=reservation.status, created_at=uow.now()
-            )
+            _INSERT_RESERVATION,
+            {
+                "order_id": reservation.order_id,
+                "status": reservation.status,
+                "created_at": uow.now(),
+            },
         )
         await self.conn.execute(
-            sa.insert(reservation_items),
+            _INSERT_RESERVATION_ITEM,
             [
                 {
                     "order_id": reservation.order_id,
@@ -94,9 +122,7 @@ class ReservationRepository:
 
     async def save(self, reservation: Reservation) -> None:
         await self.conn.execute(
-            sa.update(reservations)
-            .where(reservations.c.order_id == reservation.order_id)
-            .values(status=reservation.status)
+            _SAVE_RESERVATION, {"id": reservation.order_id, "status": reservation.status}
         )
 
 
@@ -125,7 +151,5 @@ async def list_products(
 
 
 async def get_product(conn: Connection, product_id: str) -> Product | None:
-    row = (
-        await conn.execute(sa.select(products).where(products.c.product_id == product_id))
-    ).first()
+    row = (await conn.execute(_GET_PRODUCT, {"id": product_id})).first()
     return None if row is None else _product(row)

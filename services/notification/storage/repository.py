@@ -27,21 +27,26 @@ def _notification(row: sa.Row[tuple[object, ...]]) -> Notification:
     return Notification(**values)
 
 
+# Statements built once: building a Core statement and its cache key on every call cost
+# more CPU than running it (bench/profile.py, docs/benchmarks.md).
+_EXISTS = sa.select(notifications.c.notification_id).where(
+    notifications.c.order_id == sa.bindparam("order_id"),
+    notifications.c.kind == sa.bindparam("kind"),
+)
+_INSERT = sa.insert(notifications)
+
+
 class NotificationRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
     async def exists(self, order_id: str, kind: Kind) -> bool:
-        found = await self.conn.scalar(
-            sa.select(notifications.c.notification_id).where(
-                notifications.c.order_id == order_id, notifications.c.kind == kind
-            )
-        )
+        found = await self.conn.scalar(_EXISTS, {"order_id": order_id, "kind": kind})
         return found is not None
 
     async def add(self, notification: Notification) -> None:
         """Insert; IntegrityError if the order already has a notification of this kind."""
-        await self.conn.execute(sa.insert(notifications).values(**vars(notification)))
+        await self.conn.execute(_INSERT, vars(notification))
 
 
 class UnitOfWork(uow.UnitOfWork):

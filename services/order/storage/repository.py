@@ -16,6 +16,37 @@ from shopmesh.paging import page_size
 
 Row = sa.Row[tuple[object, ...]]
 
+# Statements built once: building a Core statement and its cache key on every call cost
+# more CPU than running it (bench/profile.py, docs/benchmarks.md).
+_LINES = (
+    sa.select(order_lines)
+    .where(order_lines.c.order_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(order_lines.c.order_id, order_lines.c.position)
+)
+_TIMELINE = (
+    sa.select(order_timeline)
+    .where(order_timeline.c.order_id == sa.bindparam("id"))
+    .order_by(order_timeline.c.seq)
+)
+_GET = sa.select(orders).where(orders.c.order_id == sa.bindparam("id"))
+_LOCK = _GET.with_for_update()
+_BY_KEY = sa.select(orders).where(
+    orders.c.user_id == sa.bindparam("user_id"),
+    orders.c.idempotency_key == sa.bindparam("key"),
+)
+_INSERT = sa.insert(orders)
+_INSERT_LINE = sa.insert(order_lines)
+_INSERT_ENTRY = sa.insert(order_timeline)
+_SAVE = (
+    sa.update(orders)
+    .where(orders.c.order_id == sa.bindparam("id"))
+    .values(
+        status=sa.bindparam("status"),
+        cancel_reason=sa.bindparam("cancel_reason"),
+        updated_at=sa.bindparam("updated_at"),
+    )
+)
+
 
 def _utc(value: datetime) -> datetime:
     # SQLite keeps no offset; every stored time is UTC.
@@ -39,11 +70,7 @@ def _order(row: Row, lines: list[OrderLine], timeline: list[TimelineEntry]) -> O
 
 
 async def _lines(reader: Connection, order_ids: Sequence[str]) -> dict[str, list[OrderLine]]:
-    rows = await reader.execute(
-        sa.select(order_lines)
-        .where(order_lines.c.order_id.in_(order_ids))
-        .order_by(order_lines.c.order_id, order_lines.c.position)
-    )
+    rows = await reader.execute(_LINES, {"ids": list(order_ids)})
     lines: dict[str, list[OrderLine]] = {order_id: [] for order_id in order_ids}
     for row in rows:
         lines[row.order_id].append(
@@ -53,11 +80,7 @@ async def _lines(reader: Connection, order_ids: Sequence[str]) -> dict[str, list
 
 
 async def _timeline(reader: Connection, order_id: str) -> list[TimelineEntry]:
-    rows = await reader.execute(
-        sa.select(order_timeline)
-        .where(order_timeline.c.order_id == order_id)
-        .order_by(order_timeline.c.seq)
-    )
+    rows = await reader.execute(_TIMELINE, {"id": order_id})
     return [
         TimelineEntry(
             at=_utc(row.at),
@@ -70,8 +93,10 @@ async def _timeline(reader: Connection, order_id: str) -> list[TimelineEntry]:
     ]
 
 
-async def _load(reader: Connection, query: sa.Select[tuple[object, ...]]) -> Order | None:
-    row = (await reader.execute(query)).first()
+async def _load(
+    reader: Connection, query: sa.Select[tuple[object, ...]], parameters: dict[str, str]
+) -> Order | None:
+    row = (await reader.execute(query, parameters)).first()
     if row is None:
         return None
     lines = await _lines(reader, [row.order_id])
@@ -87,9 +112,7 @@ class OrderRepository:
     async def get(self, order_id: str) -> Order | None:
         """The order, locked until the unit of work ends (saga events and CancelOrder
         for one order must not interleave; SQLite's writer lock already ensures it)."""
-        order = await _load(
-            self.conn, sa.select(orders).where(orders.c.order_id == order_id).with_for_update()
-        )
+        order = await _load(self.conn, _LOCK, {"id": order_id})
         if order is not None:
             self._stored[order.order_id] = len(order.timeline)
         return order
@@ -98,24 +121,25 @@ class OrderRepository:
         """Insert a new order; AlreadyExists when its user already used its key."""
         try:
             await self.conn.execute(
-                sa.insert(orders).values(
-                    order_id=order.order_id,
-                    user_id=order.user_id,
-                    idempotency_key=order.idempotency_key,
-                    status=order.status,
-                    currency=order.currency,
-                    payment_card=order.payment_card,
-                    cancel_reason=order.cancel_reason,
-                    created_at=order.created_at,
-                    updated_at=order.updated_at,
-                )
+                _INSERT,
+                {
+                    "order_id": order.order_id,
+                    "user_id": order.user_id,
+                    "idempotency_key": order.idempotency_key,
+                    "status": order.status,
+                    "currency": order.currency,
+                    "payment_card": order.payment_card,
+                    "cancel_reason": order.cancel_reason,
+                    "created_at": order.created_at,
+                    "updated_at": order.updated_at,
+                },
             )
         except sa.exc.IntegrityError as error:
             raise AlreadyExists(
                 f"an order with idempotency key {order.idempotency_key!r} exists"
             ) from error
         await self.conn.execute(
-            sa.insert(order_lines),
+            _INSERT_LINE,
             [
                 {
                     "order_id": order.order_id,
@@ -134,13 +158,13 @@ class OrderRepository:
     async def save(self, order: Order) -> None:
         """Store the order's status and the timeline entries added since it was loaded."""
         await self.conn.execute(
-            sa.update(orders)
-            .where(orders.c.order_id == order.order_id)
-            .values(
-                status=order.status,
-                cancel_reason=order.cancel_reason,
-                updated_at=order.updated_at,
-            )
+            _SAVE,
+            {
+                "id": order.order_id,
+                "status": order.status,
+                "cancel_reason": order.cancel_reason,
+                "updated_at": order.updated_at,
+            },
         )
         await self._insert_new_entries(order)
 
@@ -148,7 +172,7 @@ class OrderRepository:
         new = order.timeline[self._stored[order.order_id] :]
         if new:
             await self.conn.execute(
-                sa.insert(order_timeline),
+                _INSERT_ENTRY,
                 [
                     {
                         "order_id": order.order_id,
@@ -176,17 +200,12 @@ class UnitOfWork(uow.UnitOfWork):
 
 async def get_order(conn: Connection, order_id: str) -> Order | None:
     """One order with its lines and timeline."""
-    return await _load(conn, sa.select(orders).where(orders.c.order_id == order_id))
+    return await _load(conn, _GET, {"id": order_id})
 
 
 async def find_by_key(conn: Connection, user_id: str, idempotency_key: str) -> Order | None:
     """The order `user_id` placed with `idempotency_key`, if any."""
-    return await _load(
-        conn,
-        sa.select(orders).where(
-            orders.c.user_id == user_id, orders.c.idempotency_key == idempotency_key
-        ),
-    )
+    return await _load(conn, _BY_KEY, {"user_id": user_id, "key": idempotency_key})
 
 
 async def list_orders(

@@ -31,6 +31,29 @@ def _payment(row: sa.Row[tuple[object, ...]]) -> Payment:
     )
 
 
+# Statements built once: building a Core statement and its cache key on every call cost
+# more CPU than running it (bench/profile.py, docs/benchmarks.md).
+_LOCK_FOR_ORDER = (
+    sa.select(payments).where(payments.c.order_id == sa.bindparam("order_id")).with_for_update()
+)
+_INSERT = sa.insert(payments)
+_SAVE = (
+    sa.update(payments)
+    .where(payments.c.payment_id == sa.bindparam("id"))
+    .values(
+        status=sa.bindparam("status"),
+        reason=sa.bindparam("reason"),
+        updated_at=sa.bindparam("updated_at"),
+    )
+)
+_COMPLETED_TOTAL = sa.select(sa.func.coalesce(sa.func.sum(payments.c.amount_minor), 0)).where(
+    payments.c.user_id == sa.bindparam("user_id"),
+    payments.c.currency == sa.bindparam("currency"),
+    payments.c.status == PaymentStatus.COMPLETED,
+)
+_GET = sa.select(payments).where(payments.c.payment_id == sa.bindparam("id"))
+
+
 class PaymentRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -38,11 +61,7 @@ class PaymentRepository:
     async def for_order(self, order_id: str) -> Payment | None:
         """The order's payment, locked until the unit of work ends (a refund must not
         interleave with another; SQLite's writer lock already ensures it)."""
-        row = (
-            await self.conn.execute(
-                sa.select(payments).where(payments.c.order_id == order_id).with_for_update()
-            )
-        ).first()
+        row = (await self.conn.execute(_LOCK_FOR_ORDER, {"order_id": order_id})).first()
         return None if row is None else _payment(row)
 
     async def add(self, payment: Payment) -> bool:
@@ -53,27 +72,25 @@ class PaymentRepository:
         """
         try:
             async with self.conn.begin_nested():
-                await self.conn.execute(sa.insert(payments).values(**vars(payment)))
+                await self.conn.execute(_INSERT, vars(payment))
         except IntegrityError:
             return False
         return True
 
     async def save(self, payment: Payment) -> None:
         await self.conn.execute(
-            sa.update(payments)
-            .where(payments.c.payment_id == payment.payment_id)
-            .values(status=payment.status, reason=payment.reason, updated_at=payment.updated_at)
+            _SAVE,
+            {
+                "id": payment.payment_id,
+                "status": payment.status,
+                "reason": payment.reason,
+                "updated_at": payment.updated_at,
+            },
         )
 
     async def completed_total(self, user_id: str, currency: str) -> int:
         """What `user_id` has in COMPLETED payments in `currency` (for the per-user limit)."""
-        total = await self.conn.scalar(
-            sa.select(sa.func.coalesce(sa.func.sum(payments.c.amount_minor), 0)).where(
-                payments.c.user_id == user_id,
-                payments.c.currency == currency,
-                payments.c.status == PaymentStatus.COMPLETED,
-            )
-        )
+        total = await self.conn.scalar(_COMPLETED_TOTAL, {"user_id": user_id, "currency": currency})
         return int(total or 0)
 
 
@@ -88,9 +105,7 @@ class UnitOfWork(uow.UnitOfWork):
 
 
 async def get_payment(conn: Connection, payment_id: str) -> Payment | None:
-    row = (
-        await conn.execute(sa.select(payments).where(payments.c.payment_id == payment_id))
-    ).first()
+    row = (await conn.execute(_GET, {"id": payment_id})).first()
     return None if row is None else _payment(row)
 
 

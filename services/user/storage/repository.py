@@ -21,6 +21,13 @@ def _user(row: sa.Row[tuple[object, ...]]) -> User:
     return user
 
 
+# Statements built once: building a Core statement and its cache key on every call cost
+# more CPU than running it (bench/profile.py, docs/benchmarks.md).
+_BY_ID = sa.select(users).where(users.c.user_id == sa.bindparam("id"))
+_BY_EMAIL = sa.select(users).where(users.c.email == sa.bindparam("email"))
+_INSERT = sa.insert(users)
+
+
 class UserRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -30,7 +37,7 @@ class UserRepository:
 
     async def add(self, user: User) -> None:
         try:
-            await self.conn.execute(sa.insert(users).values(**vars(user)))
+            await self.conn.execute(_INSERT, vars(user))
         except sa.exc.IntegrityError as error:
             # Another registration with this email committed after our check.
             raise EmailTaken(user.email) from error
@@ -47,10 +54,10 @@ class UnitOfWork(uow.UnitOfWork):
 
 
 async def get_user(conn: Connection, user_id: str) -> User | None:
-    row = (await conn.execute(sa.select(users).where(users.c.user_id == user_id))).first()
+    row = (await conn.execute(_BY_ID, {"id": user_id})).first()
     return None if row is None else _user(row)
 
 
 async def get_user_by_email(conn: Connection, email: str) -> User | None:
-    row = (await conn.execute(sa.select(users).where(users.c.email == email))).first()
+    row = (await conn.execute(_BY_EMAIL, {"email": email})).first()
     return None if row is None else _user(row)
