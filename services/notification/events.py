@@ -1,7 +1,12 @@
 """Notification's part in the saga: a notification for each order that reaches an end.
 
 Each handler runs inside a unit of work the bus opened (and commits). One notification
-per order and kind: a repeated event changes nothing. An unreachable user service raises
+per order and kind: a repeated event changes nothing.
+
+The recipient's address comes from notification's own copy, kept from UserRegistered
+events: no call to the user service on the saga's path. Only a user it has not heard
+of (registered before notification first started, or whose UserRegistered is still on
+its way) is asked of the user service; an unreachable user service then raises
 Unavailable, so the bus rolls back and redelivers the event later.
 """
 
@@ -15,6 +20,7 @@ from functools import partial
 from shop.common.v1 import common_pb2
 from shop.order.v1 import events_pb2 as order_events
 from shop.payment.v1 import events_pb2 as payment_events
+from shop.user.v1 import events_pb2 as user_events
 
 from services.notification.domain import (
     Kind,
@@ -51,7 +57,7 @@ async def _record(
     if await uow.notifications.exists(order_id, kind):
         return  # an earlier copy of this event (or another event of this kind) did it
     try:
-        email, name = await directory.email_of(user_id)
+        email, name = await uow.recipients.get(user_id) or await directory.email_of(user_id)
     except NotFound:
         # Kept, without an address, so the order's history stays complete.
         log.warning(
@@ -118,9 +124,16 @@ async def on_payment_refunded(
     )
 
 
+async def on_user_registered(event: user_events.UserRegistered, uow: UnitOfWork) -> None:
+    await uow.recipients.add(event.user_id, event.email, event.name)
+
+
 def subscriptions(runtime: Runtime) -> list[Subscription]:
     directory = GrpcUserDirectory(runtime.channels["user"], runtime.config.instance)
     return [
+        Subscription(
+            "notification-user-registered", user_events.UserRegistered, on_user_registered
+        ),
         Subscription(
             "notification-order-confirmed",
             order_events.OrderConfirmed,

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from shop.common.v1 import common_pb2
 from shop.order.v1 import events_pb2 as order_events
 from shop.payment.v1 import events_pb2 as payment_events
+from shop.user.v1 import events_pb2 as user_events
 from shop.user.v1 import user_pb2
 from shop.user.v1.user_pb2_grpc import UserServiceStub
 from sqlalchemy.exc import IntegrityError
@@ -241,6 +242,7 @@ async def test_subscriptions_bind_the_user_service_to_each_handler(
     runtime = Runtime(config=config, db=db, channels={"user": user_service.channel})
     subscriptions = {s.event_type: s for s in events.subscriptions(runtime)}
     assert {s.subject for s in subscriptions.values()} == {
+        "shop.user.registered",
         "shop.order.confirmed",
         "shop.order.cancelled",
         "shop.payment.refunded",
@@ -258,3 +260,44 @@ async def test_subscriptions_bind_the_user_service_to_each_handler(
     rows = await stored(db)
     assert [row.kind for row in rows] == sorted(Kind)
     assert {row.recipient for row in rows} == {email}
+
+
+async def test_a_registered_user_is_addressed_from_notifications_own_copy(
+    db: Database, unreachable: GrpcUserDirectory
+) -> None:
+    """After UserRegistered, the saga's notifications need no user service (it is down)."""
+    user_id = str(uuid.uuid4())
+    registered = user_events.UserRegistered(
+        user_id=user_id, email="grace@example.com", name="Grace"
+    )
+    async with UnitOfWork(db, INSTANCE) as uow:
+        await events.on_user_registered(registered, uow)
+        await uow.commit()
+    order_id = str(uuid.uuid4())
+    await handle(db, events.on_order_confirmed, confirmed(user_id, order_id), unreachable)
+    [row] = await stored(db)
+    assert row.recipient == "grace@example.com"
+    assert row.body.startswith("Hello Grace,")
+
+
+async def test_a_repeated_user_registered_keeps_the_first_copy(db: Database) -> None:
+    user_id = str(uuid.uuid4())
+    for email in ("first@example.com", "second@example.com"):
+        async with UnitOfWork(db, INSTANCE) as uow:
+            await events.on_user_registered(
+                user_events.UserRegistered(user_id=user_id, email=email, name="Ada"), uow
+            )
+            await uow.commit()
+    async with UnitOfWork(db, INSTANCE) as uow:
+        assert await uow.recipients.get(user_id) == ("first@example.com", "Ada")
+
+
+async def test_a_user_not_heard_of_is_asked_of_the_user_service(
+    db: Database, user_service: RunningService, directory: GrpcUserDirectory
+) -> None:
+    user_id, email = await register(user_service, "Ada")  # no UserRegistered handled here
+    async with UnitOfWork(db, INSTANCE) as uow:
+        assert await uow.recipients.get(user_id) is None
+    await handle(db, events.on_order_confirmed, confirmed(user_id, str(uuid.uuid4())), directory)
+    [row] = await stored(db)
+    assert row.recipient == email

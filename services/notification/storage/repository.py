@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from services.notification.domain import Kind, Notification
-from services.notification.storage.tables import notifications
+from services.notification.storage.tables import notifications, recipients
 from shopmesh import uow
 from shopmesh.db import Connection
 from shopmesh.paging import page_size
@@ -34,6 +35,14 @@ _EXISTS = sa.select(notifications.c.notification_id).where(
     notifications.c.kind == sa.bindparam("kind"),
 )
 _INSERT = sa.insert(notifications)
+_RECIPIENT = sa.select(recipients.c.email, recipients.c.name).where(
+    recipients.c.user_id == sa.bindparam("user_id")
+)
+# A repeated UserRegistered (a redelivery, a replay) keeps the first copy.
+_ADD_RECIPIENT = {
+    backend: insert(recipients).on_conflict_do_nothing()
+    for backend, insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
 
 
 class NotificationRepository:
@@ -49,11 +58,33 @@ class NotificationRepository:
         await self.conn.execute(_INSERT, vars(notification))
 
 
+class RecipientRepository:
+    """Users' addresses, as the user service announced them."""
+
+    def __init__(self, conn: Connection, backend: str) -> None:
+        self.conn = conn
+        self.backend = backend
+
+    async def get(self, user_id: str) -> tuple[str, str] | None:
+        """(email, name) of the user, None if no UserRegistered for them arrived."""
+        row = (await self.conn.execute(_RECIPIENT, {"user_id": user_id})).first()
+        return None if row is None else (row.email, row.name)
+
+    async def add(self, user_id: str, email: str, name: str) -> None:
+        await self.conn.execute(
+            _ADD_RECIPIENT[self.backend], {"user_id": user_id, "email": email, "name": name}
+        )
+
+
 class UnitOfWork(uow.UnitOfWork):
     notifications: NotificationRepository
+    recipients: RecipientRepository
 
     def open_repositories(self) -> None:
         self.notifications = NotificationRepository(self.conn)
+        self.recipients = RecipientRepository(
+            self.conn, "postgresql" if self.db.is_postgresql else "sqlite"
+        )
 
 
 # Queries: reads that need no aggregate and no write transaction.

@@ -27,3 +27,13 @@ sa.Index(
     notifications.c.created_at,
     notifications.c.notification_id,
 )
+
+# Each user's address as UserRegistered announced it: a notification needs no call to
+# the user service for a user it has heard of (services/notification/events.py).
+recipients = sa.Table(
+    "recipients",
+    metadata,
+    sa.Column("user_id", sa.String(36), primary_key=True),
+    sa.Column("email", sa.String(254), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+)
