@@ -1,4 +1,4 @@
-"""Wires the order service: its API, its dependencies (user, inventory) and its saga
+"""Wires the order service: its API, its one sync dependency (inventory) and its saga
 handlers."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from services.order.api import OrderApi
 from services.order.storage import UnitOfWork
 from shopmesh.server import Runtime, ServiceSpec, run
 
-# Seconds each call to user or inventory may take at most (less when the caller's own
-# deadline is nearer).
+# Seconds each call to inventory may take at most (less when the caller's own deadline
+# is nearer).
 DEPENDENCY_TIMEOUT_ENV = "SHOPMESH_ORDER_DEPENDENCY_TIMEOUT"
 
 
@@ -37,7 +37,8 @@ SPEC = ServiceSpec(
     grpc_services=[order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name],
     migrations=Path(__file__).parent / "storage" / "migrations",
     register=register,
-    dependencies=["user", "inventory"],
+    # Not user: the gateway verified the caller (services/order/handlers.py, _USER_ID).
+    dependencies=["inventory"],
     subscriptions=events.subscriptions,
     unit_of_work=UnitOfWork,
 )

@@ -168,11 +168,8 @@ def test_sidecars_listen_on_every_interface_but_egress_stays_on_loopback() -> No
         listener["name"]: listener["address"]["socket_address"]["address"]
         for listener in config["static_resources"]["listeners"]
     }
-    assert binds == {
-        "ingress": "0.0.0.0",
-        "egress_user": "127.0.0.1",
-        "egress_inventory": "127.0.0.1",
-    }
+    # Order's one sync dependency is inventory: it trusts the gateway's caller, not user.
+    assert binds == {"ingress": "0.0.0.0", "egress_inventory": "127.0.0.1"}
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
 
 

@@ -125,6 +125,26 @@ def test_resilience_settings_are_where_envoy_looks_for_them(tmp_path: Path) -> N
     ]
 
 
+def _admitted(sidecar: dict[str, Any]) -> list[str]:
+    """The workloads whose certificates a sidecar's ingress accepts."""
+    listeners = sidecar["static_resources"]["listeners"]
+    (ingress,) = [listener for listener in listeners if listener["name"] == "ingress"]
+    tls = ingress["filter_chains"][0]["transport_socket"]["typed_config"]
+    sans = tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"]
+    return [san["matcher"]["exact"].rsplit("/", 1)[-1] for san in sans]
+
+
+def test_sidecars_follow_the_sync_dependencies(tmp_path: Path) -> None:
+    configs = _render(load_topology(environ={}), tmp_path)
+    order = configs["order-1-sidecar"]["static_resources"]
+    # Order trusts the caller the gateway verified and calls only inventory, not user.
+    listeners = [listener["name"] for listener in order["listeners"]]
+    assert listeners == ["ingress", "egress_inventory"]
+    assert "user" not in {c["name"] for c in order["clusters"]}
+    assert _admitted(configs["user-1-sidecar"]) == ["gateway", "notification"]
+    assert _admitted(configs["inventory-1-sidecar"]) == ["gateway", "order"]
+
+
 def test_only_instances_with_a_contract_get_a_sidecar(tmp_path: Path) -> None:
     topology = topology_from_dict(
         {"services": {"inventory": {}, "echo": {"instances": 2}}}, environ={}

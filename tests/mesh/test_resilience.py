@@ -198,8 +198,9 @@ def test_calls_beyond_the_circuit_breaker_are_rejected_fast(
 def test_a_slow_dependency_makes_place_order_miss_its_deadline_in_time(
     mesh: RunningMesh, customer: Customer, faults: list[str]
 ) -> None:
-    admin.fault_delay(mesh.sidecar_admin("user-1"), percent=100, delay_ms=3000)
-    faults.append("user-1")
+    # Inventory is PlaceOrder's one sync call (order does not call user).
+    admin.fault_delay(mesh.sidecar_admin("inventory-1"), percent=100, delay_ms=3000)
+    faults.append("inventory-1")
     before = len(mesh.sidecar_log("order-1"))
     stub = order_pb2_grpc.OrderServiceStub(mesh.channel)
     request = order_pb2.PlaceOrderRequest(
@@ -213,20 +214,21 @@ def test_a_slow_dependency_makes_place_order_miss_its_deadline_in_time(
     assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert elapsed < 1.5
 
-    # order-1's egress call to user carried what was left of the client's second, and
-    # was given up when that ran out.
+    # order-1's egress call to inventory carried what was left of the client's second,
+    # and was given up when that ran out.
     def egress_calls() -> list[dict[str, Any]]:
         entries = mesh.sidecar_log("order-1")[before:]
-        return [e for e in entries if e["path"] == "/shop.user.v1.UserService/GetUser"]
+        path = "/shop.inventory.v1.InventoryService/GetProduct"
+        return [e for e in entries if e["path"] == path]
 
-    wait_for("order-1's GetUser in its sidecar log", lambda: bool(egress_calls()), timeout=5)
+    wait_for("order-1's GetProduct in its sidecar log", lambda: bool(egress_calls()), timeout=5)
     (call,) = egress_calls()
     budget_ms = grpc_timeout_ms(call["grpc_timeout"])
     # Not order's own 2 s limit. gRPC rounds grpc-timeout up (a 1 s deadline leaves the
     # client as "1010m"), hence the margin.
     assert 0 < budget_ms < 1100, call
-    # Whichever hop's timer fired first (order's client, its sidecar, user's sidecar), the
-    # call ended unanswered when the budget ran out, not 3 s later.
+    # Whichever hop's timer fired first (order's client, its sidecar, inventory's sidecar),
+    # the call ended unanswered when the budget ran out, not 3 s later.
     assert call["grpc_status"] != "OK", call
     assert call["duration_ms"] <= budget_ms + 100, call
 

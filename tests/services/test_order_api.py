@@ -1,5 +1,6 @@
-"""Order's gRPC API over a real channel, with a real database and the real user and
-inventory services it calls; a slow inventory is a tiny gRPC server of the test's own."""
+"""Order's gRPC API over a real channel, with a real database and the real inventory
+service it calls; a slow inventory is a tiny gRPC server of the test's own. No user
+service runs: order trusts the caller the gateway verified, and never calls user."""
 
 from __future__ import annotations
 
@@ -17,14 +18,11 @@ from shop.inventory.v1 import events_pb2 as inventory_events
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.order.v1 import order_pb2 as pb
 from shop.order.v1.order_pb2_grpc import OrderServiceStub
-from shop.user.v1 import user_pb2
-from shop.user.v1.user_pb2_grpc import UserServiceStub
 
 from services.inventory.main import SPEC as INVENTORY_SPEC
 from services.order import events
 from services.order.main import DEPENDENCY_TIMEOUT_ENV, SPEC, dependency_timeout
 from services.order.storage import UnitOfWork
-from services.user.main import SPEC as USER_SPEC
 from shopmesh.db import Database
 from tests.support.errors import field_violations
 from tests.support.inprocess import RunningService, as_user, free_port, running
@@ -37,29 +35,21 @@ SLACK = 0.01
 
 
 @pytest.fixture(scope="module")
-async def user_service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningService]:
-    async with running(USER_SPEC, tmp_path_factory.mktemp("user")) as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
 async def inventory(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningService]:
     async with running(INVENTORY_SPEC, tmp_path_factory.mktemp("inventory")) as service:
         yield service
 
 
-def upstreams(user_service: RunningService, inventory: RunningService) -> dict[str, str]:
-    return {"user": user_service.address, "inventory": inventory.address}
+def upstreams(inventory: RunningService) -> dict[str, str]:
+    return {"inventory": inventory.address}
 
 
 @pytest.fixture(scope="module")
 async def order(
-    tmp_path_factory: pytest.TempPathFactory,
-    user_service: RunningService,
-    inventory: RunningService,
+    tmp_path_factory: pytest.TempPathFactory, inventory: RunningService
 ) -> AsyncIterator[RunningService]:
     var_dir = tmp_path_factory.mktemp("order")
-    async with running(SPEC, var_dir, upstreams(user_service, inventory)) as service:
+    async with running(SPEC, var_dir, upstreams(inventory)) as service:
         yield service
 
 
@@ -68,19 +58,15 @@ def stub(order: RunningService) -> OrderServiceStub:
     return OrderServiceStub(order.channel)
 
 
-async def register(user_service: RunningService) -> Metadata:
-    """A new user, registered through the user service; the caller metadata for them."""
-    reply = await UserServiceStub(user_service.channel).Register(
-        user_pb2.RegisterRequest(
-            email=f"{uuid.uuid4().hex[:12]}@example.com", password="correct horse", name="Ada"
-        )
-    )
-    return as_user(reply.user.user_id)
+def new_customer() -> Metadata:
+    """What the gateway sets for a customer after verifying the token the user service
+    issued them: its subject, a user id (order asks user nothing about it)."""
+    return as_user(str(uuid.uuid4()))
 
 
 @pytest.fixture
-async def customer(user_service: RunningService) -> Metadata:
-    return await register(user_service)
+def customer() -> Metadata:
+    return new_customer()
 
 
 def request(
@@ -156,7 +142,7 @@ async def test_place_order_prices_every_line_from_inventory(
 
 
 async def test_the_same_key_returns_the_first_order(
-    stub: OrderServiceStub, customer: Metadata, user_service: RunningService
+    stub: OrderServiceStub, customer: Metadata
 ) -> None:
     first = await stub.PlaceOrder(request(("sku-mug", 1), key="key-retry-1"), metadata=customer)
     # Even with other lines: the key names the first order, never a second one.
@@ -165,7 +151,7 @@ async def test_the_same_key_returns_the_first_order(
     listed = await stub.ListOrders(pb.ListOrdersRequest(), metadata=customer)
     assert [o.order_id for o in listed.orders] == [first.order.order_id]
     # Another user's key is another key.
-    other = await register(user_service)
+    other = new_customer()
     theirs = await stub.PlaceOrder(request(("sku-mug", 1), key="key-retry-1"), metadata=other)
     assert theirs.order.order_id != first.order.order_id
 
@@ -198,13 +184,45 @@ async def test_an_unknown_product_is_named(stub: OrderServiceStub, customer: Met
     assert placed.order.idempotency_key == key
 
 
-@pytest.mark.parametrize("user_id", [str(uuid.uuid4()), "not-a-uuid"])
-async def test_an_unregistered_caller_cannot_order(stub: OrderServiceStub, user_id: str) -> None:
+@pytest.mark.parametrize(
+    "caller",
+    [
+        as_user(str(uuid.UUID(int=0)), "admin"),  # `shopmesh token`'s default operator
+        as_user(str(uuid.uuid4())),  # a user id that never registered
+    ],
+)
+async def test_a_verified_user_id_orders_without_asking_user(
+    stub: OrderServiceStub, caller: Metadata
+) -> None:
+    # Order does not ask user whether the caller exists: the gateway verified a token
+    # signed with the mesh's key, so an id that never registered can only come from a
+    # trusted operator (`shopmesh token --user ID`). No user service runs here at all.
+    assert SPEC.dependencies == ["inventory"]
+    placed = await place(stub, caller)
+    assert (placed.user_id, placed.status) == (caller[0][1], pb.ORDER_STATUS_PENDING)
+    got = await stub.GetOrder(pb.GetOrderRequest(order_id=placed.order_id), metadata=caller)
+    assert got.order == placed
+
+
+@pytest.mark.parametrize(
+    "caller",
+    [
+        as_user("not-a-uuid"),
+        as_user("payment-1", "service"),  # a service calling on its own behalf
+        as_user("alice", "admin"),  # `shopmesh token --user alice`
+    ],
+)
+async def test_a_caller_id_that_is_not_a_user_id_cannot_order(
+    stub: OrderServiceStub, caller: Metadata
+) -> None:
+    user_id = caller[0][1]
     error = await fails(
-        stub.PlaceOrder(request(("sku-mug", 1)), metadata=as_user(user_id)),
+        stub.PlaceOrder(request(("sku-mug", 1)), metadata=caller),
         grpc.StatusCode.FAILED_PRECONDITION,
     )
-    assert user_id in (error.details() or "")
+    assert f"no user {user_id}" in (error.details() or "")
+    listed = await stub.ListOrders(pb.ListOrdersRequest(), metadata=caller)
+    assert list(listed.orders) == []
 
 
 @pytest.mark.parametrize(
@@ -229,27 +247,21 @@ async def test_invalid_orders_name_each_field(
 # -- dependencies down or slow ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stopped", ["user", "inventory"])
-async def test_a_dependency_down_is_unavailable(
-    tmp_path: Path, user_service: RunningService, inventory: RunningService, stopped: str
-) -> None:
-    running_now = {"user": user_service, "inventory": inventory}
-    spec = {"user": USER_SPEC, "inventory": INVENTORY_SPEC}[stopped]
+async def test_a_dependency_down_is_unavailable(tmp_path: Path, customer: Metadata) -> None:
+    # Inventory is order's one sync dependency (user is none: the tests above order with
+    # no user service running).
     async with contextlib.AsyncExitStack() as stack:
-        # A private instance of the dependency to stop, the shared one of the other.
-        running_now[stopped] = await stack.enter_async_context(running(spec, tmp_path / stopped))
-        caller = await register(running_now["user"])
-        async with running(
-            SPEC, tmp_path / "order", upstreams(running_now["user"], running_now["inventory"])
-        ) as order:
+        # A private instance of inventory to stop.
+        inventory = await stack.enter_async_context(running(INVENTORY_SPEC, tmp_path / "inventory"))
+        async with running(SPEC, tmp_path / "order", upstreams(inventory)) as order:
             stub = OrderServiceStub(order.channel)
-            await place(stub, caller)
+            await place(stub, customer)
             await stack.aclose()
             error = await fails(
-                stub.PlaceOrder(request(("sku-mug", 1)), metadata=caller),
+                stub.PlaceOrder(request(("sku-mug", 1)), metadata=customer),
                 grpc.StatusCode.UNAVAILABLE,
             )
-    assert error.details() == f"{stopped} is unavailable (UNAVAILABLE)"
+    assert error.details() == "inventory is unavailable (UNAVAILABLE)"
 
 
 class SlowInventory(inventory_pb2_grpc.InventoryServiceServicer):
@@ -288,12 +300,12 @@ async def slow_inventory(fake: SlowInventory) -> AsyncIterator[str]:
 
 
 async def test_a_short_client_deadline_bounds_the_dependency_calls(
-    tmp_path: Path, user_service: RunningService, customer: Metadata
+    tmp_path: Path, customer: Metadata
 ) -> None:
     fake = SlowInventory(delay=5)
     async with (
         slow_inventory(fake) as address,
-        running(SPEC, tmp_path, {"user": user_service.address, "inventory": address}) as order,
+        running(SPEC, tmp_path, {"inventory": address}) as order,
     ):
         started = time.monotonic()
         await fails(
@@ -309,16 +321,13 @@ async def test_a_short_client_deadline_bounds_the_dependency_calls(
 
 
 async def test_a_slow_dependency_times_out_within_a_long_client_deadline(
-    tmp_path: Path,
-    user_service: RunningService,
-    customer: Metadata,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, customer: Metadata, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(DEPENDENCY_TIMEOUT_ENV, "0.3")
     fake = SlowInventory(delay=5)
     async with (
         slow_inventory(fake) as address,
-        running(SPEC, tmp_path, {"user": user_service.address, "inventory": address}) as order,
+        running(SPEC, tmp_path, {"inventory": address}) as order,
     ):
         started = time.monotonic()
         error = await fails(
@@ -335,11 +344,9 @@ async def test_a_slow_dependency_times_out_within_a_long_client_deadline(
 # -- GetOrder and ListOrders -----------------------------------------------------------------
 
 
-async def test_another_users_order_is_not_found(
-    stub: OrderServiceStub, customer: Metadata, user_service: RunningService
-) -> None:
+async def test_another_users_order_is_not_found(stub: OrderServiceStub, customer: Metadata) -> None:
     mine = await place(stub, customer)
-    other = await register(user_service)
+    other = new_customer()
     for caller, order_id in ((other, mine.order_id), (customer, str(uuid.uuid4()))):
         await fails(
             stub.GetOrder(pb.GetOrderRequest(order_id=order_id), metadata=caller),
@@ -352,9 +359,9 @@ async def test_another_users_order_is_not_found(
 
 
 async def test_list_orders_pages_newest_first_and_only_the_callers(
-    stub: OrderServiceStub, customer: Metadata, user_service: RunningService
+    stub: OrderServiceStub, customer: Metadata
 ) -> None:
-    other = await register(user_service)
+    other = new_customer()
     placed = [await place(stub, customer) for _ in range(5)]
     theirs = await place(stub, other)
     seen: list[pb.Order] = []
@@ -441,17 +448,17 @@ async def test_cancel_order_follows_the_rules(
 
 
 async def test_orders_survive_a_restart(
-    tmp_path: Path, user_service: RunningService, inventory: RunningService, customer: Metadata
+    tmp_path: Path, inventory: RunningService, customer: Metadata
 ) -> None:
     first_request = request(("sku-espresso", 2))
-    async with running(SPEC, tmp_path, upstreams(user_service, inventory)) as first:
+    async with running(SPEC, tmp_path, upstreams(inventory)) as first:
         stub = OrderServiceStub(first.channel)
         placed = (await stub.PlaceOrder(first_request, metadata=customer)).order
         await confirm(first, placed.order_id)
         before = await stub.GetOrder(
             pb.GetOrderRequest(order_id=placed.order_id), metadata=customer
         )
-    async with running(SPEC, tmp_path, upstreams(user_service, inventory)) as second:
+    async with running(SPEC, tmp_path, upstreams(inventory)) as second:
         stub = OrderServiceStub(second.channel)
         after = await stub.GetOrder(pb.GetOrderRequest(order_id=placed.order_id), metadata=customer)
         again = await stub.PlaceOrder(first_request, metadata=customer)

@@ -9,12 +9,9 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 from shop.order.v1 import order_pb2 as pb
-from shop.user.v1 import user_pb2
-from shop.user.v1.user_pb2_grpc import UserServiceStub
 
 from services.inventory.main import SPEC as INVENTORY_SPEC
 from services.order.main import SPEC
-from services.user.main import SPEC as USER_SPEC
 from tests.support.fuzz import assert_clear_codes, call_unary, messages
 from tests.support.inprocess import as_user, running_in_thread
 
@@ -27,8 +24,8 @@ RPCS: list[tuple[str, type[Message], type[Message]]] = [
     ("ListOrders", pb.ListOrdersRequest, pb.ListOrdersResponse),
     ("CancelOrder", pb.CancelOrderRequest, pb.CancelOrderResponse),
 ]
-STRANGER = as_user(str(uuid.uuid4()))
-NOT_A_UUID = as_user("payment-1", "service")
+STRANGER = as_user(str(uuid.uuid4()))  # a user id that never registered: may order
+NOT_A_UUID = as_user("payment-1", "service")  # not a user id: FAILED_PRECONDITION
 ODD_ROLE = as_user(str(uuid.uuid4()), "root")
 
 
@@ -36,24 +33,16 @@ ODD_ROLE = as_user(str(uuid.uuid4()), "root")
 def mesh(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[grpc.Channel, tuple[tuple[str, str], ...]]]:
-    """order's channel, with user and inventory behind it; and a registered customer."""
+    """order's channel, with inventory behind it (order calls no other service); and a
+    customer as the gateway names one after verifying their token."""
     with (
-        running_in_thread(USER_SPEC, tmp_path_factory.mktemp("user")) as user_address,
         running_in_thread(INVENTORY_SPEC, tmp_path_factory.mktemp("inventory")) as inventory,
         running_in_thread(
-            SPEC,
-            tmp_path_factory.mktemp("order"),
-            {"user": user_address, "inventory": inventory},
+            SPEC, tmp_path_factory.mktemp("order"), {"inventory": inventory}
         ) as address,
-        grpc.insecure_channel(user_address) as user_channel,
         grpc.insecure_channel(address) as channel,
     ):
-        reply = UserServiceStub(user_channel).Register(
-            user_pb2.RegisterRequest(
-                email=f"{uuid.uuid4().hex[:12]}@example.com", password="password1", name="Ada"
-            )
-        )
-        yield channel, as_user(reply.user.user_id)
+        yield channel, as_user(str(uuid.uuid4()))
 
 
 @pytest.mark.parametrize(("rpc", "request_cls", "response_cls"), RPCS)

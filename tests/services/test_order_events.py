@@ -45,10 +45,7 @@ ITEMS = [common_pb2.LineItem(product_id="sku-mug", quantity=2)]
 
 
 class Catalogue:
-    """The user and inventory services as placing an order sees them."""
-
-    async def require_user(self, user_id: str) -> None:
-        return None
+    """The inventory service as placing an order sees it."""
 
     async def product(self, product_id: str) -> CatalogueEntry | None:
         return CatalogueEntry(product_id, "Stoneware mug", 1600, "EUR")

@@ -3,6 +3,7 @@ so that a race can be staged exactly."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -15,27 +16,25 @@ from services.order.main import SPEC
 from services.order.storage import UnitOfWork
 from services.order.storage.tables import orders
 from shopmesh.db import Database, outbox
-from shopmesh.errors import Unavailable
+from shopmesh.errors import FailedPrecondition, Unavailable
 from shopmesh.identity import Caller, Role
 
 pytestmark = pytest.mark.integration
 
 
 class Catalogue:
-    """user and inventory as placing an order sees them; `during` runs inside the user
-    check, that is after the idempotency look-up and before the unit of work."""
+    """inventory as placing an order sees it; `during` runs inside the first price look-up,
+    that is after the idempotency look-up and before the unit of work."""
 
     def __init__(self, during: Callable[[], Awaitable[object]] | None = None) -> None:
         self.during = during
         self.asked: list[str] = []
 
-    async def require_user(self, user_id: str) -> None:
-        self.asked.append(user_id)
-        if self.during is not None:
-            await self.during()
-
     async def product(self, product_id: str) -> CatalogueEntry | None:
         self.asked.append(product_id)
+        if self.during is not None:
+            during, self.during = self.during, None
+            await during()
         return CatalogueEntry(product_id, product_id.upper(), 500, "EUR")
 
 
@@ -98,11 +97,11 @@ async def test_keys_belong_to_their_user(db: Database) -> None:
 async def test_a_failed_dependency_stores_nothing_and_the_key_stays_free(db: Database) -> None:
     caller = Caller(str(uuid.uuid4()), Role.CUSTOMER)
 
-    async def user_is_down() -> None:
-        raise Unavailable("user is unavailable (UNAVAILABLE)")
+    async def inventory_is_down() -> None:
+        raise Unavailable("inventory is unavailable (UNAVAILABLE)")
 
     with pytest.raises(Unavailable):
-        await place(db, caller, "key-00001", "sku-a", Catalogue(user_is_down))
+        await place(db, caller, "key-00001", "sku-a", Catalogue(inventory_is_down))
     assert await counts(db) == (0, 0)
     placed = await place(db, caller, "key-00001", "sku-a", Catalogue())
     assert placed.idempotency_key == "key-00001"
@@ -119,5 +118,35 @@ async def test_every_line_is_priced(db: Database) -> None:
         "",
         catalogue,
     )
-    assert sorted(catalogue.asked) == sorted([caller.user_id, "sku-a", "sku-b"])
+    # Only inventory is asked: the caller's id is trusted as the gateway verified it.
+    assert sorted(catalogue.asked) == ["sku-a", "sku-b"]
     assert order.total_minor == 2500
+
+
+async def test_any_user_id_the_gateway_verified_may_order(db: Database) -> None:
+    # Nobody asks user whether the id was ever registered: an operator token minted by
+    # `shopmesh token` for an arbitrary id (here the default, the nil UUID) is trusted.
+    for user_id in (str(uuid.UUID(int=0)), str(uuid.uuid4())):
+        order = await place(db, Caller(user_id, Role.ADMIN), "key-00001", "sku-a", Catalogue())
+        assert order.user_id == user_id
+    assert await counts(db) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("user_id", "role"),
+    [
+        ("payment-1", Role.SERVICE),  # what a service calling on its own behalf says
+        ("alice", Role.ADMIN),  # `shopmesh token --user alice`
+        ("not-a-uuid", Role.CUSTOMER),
+        ("3f2b8c1e-7d4a-4e9b-a6c5-0d1e2f3a4b5c0", Role.CUSTOMER),  # longer than the column
+        ("{3f2b8c1e-7d4a-4e9b-a6c5-0d1e2f3a4b5c}", Role.CUSTOMER),
+    ],
+)
+async def test_a_caller_id_that_is_not_a_user_id_is_refused_before_anything(
+    db: Database, user_id: str, role: Role
+) -> None:
+    catalogue = Catalogue()
+    with pytest.raises(FailedPrecondition, match=f"no user {re.escape(user_id)}"):
+        await place(db, Caller(user_id, role), "key-00001", "sku-a", catalogue)
+    assert catalogue.asked == []
+    assert await counts(db) == (0, 0)

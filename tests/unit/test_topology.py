@@ -40,7 +40,8 @@ def test_file_declares_the_shop(topology: Topology) -> None:
     assert topology.service_names == ("user", "order", "inventory", "payment", "notification")
     assert topology.base_port == 7000
     assert topology.gateway_port == 8080
-    assert topology.service("order").depends_on == ("user", "inventory")
+    # Order trusts the caller the gateway verified: it does not call user (architecture.md).
+    assert topology.service("order").depends_on == ("inventory",)
     assert topology.service("notification").depends_on == ("user",)
     assert topology.service("user").depends_on == ()
 
@@ -62,7 +63,8 @@ def test_ports_are_unique(topology: Topology) -> None:
     assert len(set(ports.values())) == len(ports)
     # Every kind of port is there: app, ingress, admin, egress per dependency, mesh-wide.
     assert {"nats", "nats.monitor", "otlp", "gateway", "gateway.admin"} <= ports.keys()
-    assert ports["order-1.egress.user"] != ports["order-1.egress.inventory"]
+    assert ports["order-1.egress.inventory"] != ports["notification-1.egress.user"]
+    assert "order-1.egress.user" not in ports
     assert "user-1.egress.order" not in ports
 
 
@@ -76,8 +78,8 @@ def test_ports_are_deterministic(topology: Topology) -> None:
     assert topology.gateway_admin_port == 7003
     order = topology.instance("order-1")
     assert (order.app_port, order.ingress_port, order.admin_port) == (7200, 7201, 7202)
-    assert order.egress_port("user") == 7203
-    assert order.egress_port("inventory") == 7204
+    assert order.egress_port("inventory") == 7203
+    assert topology.instance("notification-1").egress_port("user") == 7503
     assert topology.instance("payment-2").app_port == 7410
 
 
@@ -156,6 +158,8 @@ def test_overlapping_gateway_pin_is_refused(topology: Topology) -> None:
 def test_unknown_egress_is_an_error(topology: Topology) -> None:
     with pytest.raises(TopologyError, match="does not depend"):
         topology.instance("user-1").egress_port("order")
+    with pytest.raises(TopologyError, match="does not depend"):
+        topology.instance("order-1").egress_port("user")
 
 
 def test_only_keeps_ports(topology: Topology) -> None:
@@ -163,8 +167,12 @@ def test_only_keeps_ports(topology: Topology) -> None:
     assert [i.name for i in small.instances] == ["user-1", "notification-1"]
     assert small.instance("notification-1").ports() == topology.instance("notification-1").ports()
     assert topology.only().instances == ()
-    with pytest.raises(TopologyError, match="needs user"):
-        topology.only("order", "inventory")
+    assert [i.name for i in topology.only("order", "inventory").instances] == [
+        "order-1",
+        "inventory-1",
+    ]
+    with pytest.raises(TopologyError, match="needs inventory"):
+        topology.only("order")
 
 
 def test_round_trip_through_dict(topology: Topology) -> None:
