@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shopmesh.tracesink import KEEP_FILES, SPAN_FILE
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from shopmesh.tracesink import KEEP_FILES, LENGTH_BYTES, SPAN_FILE, rotated_name, span_records
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,21 @@ class Span:
 
 def read_spans(directory: Path) -> Iterator[Span]:
     """Every span in the sink's files, oldest file first."""
-    files = [directory / f"spans.{n}.jsonl" for n in range(KEEP_FILES - 1, 0, -1)]
+    files = [directory / rotated_name(n) for n in range(KEEP_FILES - 1, 0, -1)]
     for path in [*files, directory / SPAN_FILE]:
         if not path.exists():
             continue
-        with path.open() as lines:
-            for line in lines:
-                if line.strip():
-                    yield Span(**json.loads(line))
+        data = path.read_bytes()
+        at = 0
+        while at + LENGTH_BYTES <= len(data):
+            size = int.from_bytes(data[at : at + LENGTH_BYTES], "big")
+            end = at + LENGTH_BYTES + size
+            if end > len(data):
+                break  # a request the sink is writing right now
+            request = ExportTraceServiceRequest.FromString(data[at + LENGTH_BYTES : end])
+            for record in span_records(request):
+                yield Span(**record)
+            at = end
 
 
 def find_trace(directory: Path, key: str | None) -> list[Span]:

@@ -1,4 +1,4 @@
-"""The local OTLP sink: real OTLP/gRPC export in, JSON lines and a span tree out."""
+"""The local OTLP sink: real OTLP/gRPC export in, a capped file and a span tree out."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -66,9 +68,39 @@ async def test_spans_arrive_and_form_one_tree(tmp_path: Path) -> None:
 
 def test_span_files_rotate_and_stay_capped(tmp_path: Path) -> None:
     spans = SpanFile(tmp_path, max_bytes=1000, keep=3)
-    record = {"trace_id": "t", "padding": "x" * 300}
-    for _ in range(40):
-        spans.append([record])
+    for n in range(40):
+        span = trace_pb2.Span(trace_id=n.to_bytes(16, "big"), span_id=b"\x01" * 8, name="x" * 300)
+        request = ExportTraceServiceRequest(
+            resource_spans=[
+                trace_pb2.ResourceSpans(scope_spans=[trace_pb2.ScopeSpans(spans=[span])])
+            ]
+        )
+        spans.append(request.SerializeToString())
+    spans.close()
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["spans.1.jsonl", "spans.2.jsonl", "spans.jsonl"]
+    assert files == ["spans.1.otlp", "spans.2.otlp", "spans.otlp"]
     assert all(p.stat().st_size < 1000 + 400 for p in tmp_path.iterdir())
+    # The newest requests survive whole and in order; the oldest were rotated away.
+    kept = [int(s.trace_id, 16) for s in traces.read_spans(tmp_path)]
+    assert 0 < len(kept) < 40
+    assert kept == list(range(40 - len(kept), 40))
+
+
+def test_a_request_being_written_is_not_read_half(tmp_path: Path) -> None:
+    spans = SpanFile(tmp_path)
+    request = ExportTraceServiceRequest(
+        resource_spans=[
+            trace_pb2.ResourceSpans(
+                scope_spans=[
+                    trace_pb2.ScopeSpans(
+                        spans=[trace_pb2.Span(trace_id=b"\x07" * 16, span_id=b"\x01" * 8)]
+                    )
+                ]
+            )
+        ]
+    ).SerializeToString()
+    spans.append(request)
+    spans.close()
+    with (tmp_path / "spans.otlp").open("ab") as file:  # the next one, cut short
+        file.write(len(request).to_bytes(4, "big") + request[:5])
+    assert [s.trace_id for s in traces.read_spans(tmp_path)] == ["07" * 16]
