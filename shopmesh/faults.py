@@ -16,6 +16,7 @@ Points: `relay.before_publish` (outbox row committed, not published),
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -28,11 +29,20 @@ class InjectedFault(RuntimeError):
     """Raised by an armed fail point."""
 
 
-def _armed(point: str) -> Path | None:
+@functools.cache
+def _hooks_dir() -> Path | None:
+    """Where armed points are, None when hooks are off. Read once: the points sit on
+    the hot path of every event, and a process's environment does not change."""
     if os.environ.get("SHOPMESH_FAULT_HOOKS") != "1":
         return None
-    service = os.environ.get("SHOPMESH_SERVICE", "")
-    return Path(os.environ.get("SHOPMESH_VAR", "var")) / "faults" / f"{service}.{point}"
+    return Path(os.environ.get("SHOPMESH_VAR", "var")) / "faults"
+
+
+def _armed(point: str) -> Path | None:
+    hooks = _hooks_dir()
+    if hooks is None:
+        return None
+    return hooks / f"{os.environ.get('SHOPMESH_SERVICE', '')}.{point}"
 
 
 def crash_point(point: str) -> None:
