@@ -13,12 +13,14 @@ five minutes, `--quick` well under one (it checks that every figure is produced)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,8 +29,10 @@ from typing import Any
 from rich.console import Console
 
 from bench import ghz, machine, plot, report, resources, saga, targets, unary
-from bench.mesh import running
+from bench.mesh import BenchMesh, running
 from bench.progress import Tracker
+from shopmesh import traces
+from shopmesh.envoy import admin
 from shopmesh.topology import REPO_ROOT
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -100,7 +104,7 @@ def fresh_var(var: Path) -> Path:
 
 def measure(mode: Mode, var: Path, console: Console) -> dict[str, Any]:
     """Start the mesh, run every measurement, stop the mesh; the result (no targets yet)."""
-    steps = 4 + unary.steps(mode.unary) + 1 + len(mode.saga.ramp) + 2
+    steps = 4 + unary.steps(mode.unary) + 2 + len(mode.saga.ramp) + 2
     result: dict[str, Any] = {}
     with Tracker(console, steps) as progress:
         progress.begin("starting the mesh")
@@ -120,6 +124,17 @@ def measure(mode: Mode, var: Path, console: Console) -> dict[str, Any]:
             sampler.start()
             fixed = load.fixed(progress)
             under_load = sampler.stop()
+            # The same step with one trace in ten: the gateway decides for the whole
+            # path (services and sidecars follow the parent's decision).
+            with sampling(mesh, SAMPLED_PERCENT):
+                sampler = resources.Sampler(mesh.pids())
+                sampler.start()
+                spans_before = span_count(mesh)
+                fixed_sampled = load.step(
+                    "fixed-10%", mode.saga.fixed_rate, mode.saga.fixed_seconds, progress
+                )
+                sampled_load = sampler.stop()
+                sampled_traces = span_count(mesh, "/shop.order.v1.OrderService/PlaceOrder")
             ramp = load.ramp(progress)
 
             progress.begin("consistency checker")
@@ -145,8 +160,37 @@ def measure(mode: Mode, var: Path, console: Console) -> dict[str, Any]:
         },
     }
     result["saga"]["cpu_ms_per_order"] = cpu_per_order(under_load, len(fixed.confirmed))
+    result["saga"]["sampled"] = {
+        "percent": SAMPLED_PERCENT,
+        "fixed": fixed_sampled.summary(),
+        "cpu_ms_per_order": cpu_per_order(sampled_load, len(fixed_sampled.confirmed)),
+        # PlaceOrder server spans of the step: about percent/100 x its orders.
+        "traced_orders": sampled_traces - spans_before,
+    }
     result["resources"] = {"idle": idle, "saga": under_load}
     return result
+
+
+SAMPLED_PERCENT = 10.0
+
+
+@contextlib.contextmanager
+def sampling(mesh: BenchMesh, percent: float) -> Iterator[None]:
+    """The gateway starts a trace for `percent` of requests (Envoy runtime, no restart)."""
+    port = mesh.topology.gateway_admin_port
+    admin.runtime_modify(port, {"tracing.random_sampling": f"{percent:g}"})
+    try:
+        yield
+    finally:
+        admin.runtime_modify(port, {"tracing.random_sampling": "100"})
+
+
+def span_count(mesh: BenchMesh, name: str = "/shop.order.v1.OrderService/PlaceOrder") -> int:
+    """PlaceOrder server spans the trace sink holds (services export within a second)."""
+    time.sleep(1.5)
+    return sum(
+        1 for s in traces.read_spans(mesh.var / "traces") if s.name == name and s.kind == "server"
+    )
 
 
 def cpu_per_order(window: dict[str, Any], confirmed: int) -> dict[str, float]:

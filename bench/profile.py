@@ -27,7 +27,7 @@ from bench.saga import Plan, SagaLoad, register, stock_up
 # First match wins, tried against each frame from the innermost out: a sample belongs to
 # the innermost layer it is in (time in sqlite3 under SQLAlchemy is the database's).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("validation", ("protovalidate", "shopmesh/rpc.py:bad_request", "nul_fields")),
+    ("validation", ("protovalidate", "bad_request (", "nul_fields (")),
     ("tracing", ("opentelemetry",)),
     ("logging", ("logging/", "shopmesh/logs.py")),
     ("database", ("sqlalchemy", "sqlite3", "psycopg", "shopmesh/db.py", "storage/")),
@@ -87,13 +87,24 @@ def main(argv: list[str] | None = None) -> int:
         spies = {
             name: subprocess.Popen(
                 [
-                    "py-spy", "record", "--pid", str(pid), "--gil", "--rate", "250",
-                    "--format", "raw", "--full-filenames", "--duration", str(round(args.seconds + 3)),
-                    "--output", str(profiles / f"{name}.txt"),
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--gil",
+                    "--rate",
+                    "250",
+                    "--format",
+                    "raw",
+                    "--full-filenames",
+                    "--duration",
+                    str(round(args.seconds + 3)),
+                    "--output",
+                    str(profiles / f"{name}.txt"),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+            )
             for name, pid in services.items()
         }
         step = load.fixed(progress)
@@ -103,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = step.summary()
     console.print(
         f"{summary['confirmed']}/{summary['orders']} confirmed at {args.rate:.0f}/s offered;"
-        f" to CONFIRMED p50 {summary['confirm_p50_ms']:.0f} ms p99 {summary['confirm_p99_ms']:.0f} ms"
+        f" to CONFIRMED p50 {summary['confirm_p50_ms']:.0f} ms"
+        f" p99 {summary['confirm_p99_ms']:.0f} ms"
     )
     table = Table(title="share of each service's samples (py-spy --gil), by layer")
     names = sorted(spies)

@@ -82,7 +82,8 @@ CPU_HEADER = ["path", *(f"{kind} us" for kind in CPU_KINDS), "all us"]
 
 def saga_rows(result: dict[str, Any]) -> Iterator[list[str]]:
     saga = result["saga"]
-    for step in [saga["fixed"], *saga["ramp"]]:
+    sampled = [saga["sampled"]["fixed"]] if "sampled" in saga else []
+    for step in [saga["fixed"], *sampled, *saga["ramp"]]:
         yield [
             step["label"],
             _num(step["offered_per_s"], 0),
@@ -143,13 +144,30 @@ RESOURCE_HEADER = [
 
 
 def cpu_line(result: dict[str, Any]) -> str:
-    cpu = result["saga"]["cpu_ms_per_order"]
-    parts = ", ".join(f"{kind} {ms:.1f}" for kind, ms in cpu.items() if kind != "total")
+    saga = result["saga"]
     cores = result["machine"]["cores"] or 1
-    return (
-        f"CPU per confirmed order in the fixed step: {cpu['total']:.1f} ms ({parts}); "
-        f"ceiling on {cores} cores about {cores * 1000 / max(cpu['total'], 1e-9):.0f} orders/s"
-    )
+    lines = []
+    for label, cpu in [
+        ("the fixed step (every request traced)", saga["cpu_ms_per_order"]),
+        *(
+            [
+                (
+                    f"the fixed step at {saga['sampled']['percent']:g} % sampling "
+                    f"({saga['sampled']['traced_orders']} of {saga['sampled']['fixed']['orders']} "
+                    "orders traced)",
+                    saga["sampled"]["cpu_ms_per_order"],
+                )
+            ]
+            if "sampled" in saga
+            else []
+        ),
+    ]:
+        parts = ", ".join(f"{kind} {ms:.1f}" for kind, ms in cpu.items() if kind != "total")
+        lines.append(
+            f"CPU per confirmed order in {label}: {cpu['total']:.1f} ms ({parts}); "
+            f"ceiling on {cores} cores about {cores * 1000 / max(cpu['total'], 1e-9):.0f} orders/s"
+        )
+    return "\n\n".join(lines)
 
 
 def target_rows(targets: list[Target]) -> Iterator[list[str]]:

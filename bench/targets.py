@@ -64,11 +64,32 @@ def evaluate(result: dict[str, Any]) -> list[Target]:
             at_most=False,
         ),
         Target(
+            "direct GetProduct: service CPU per call at saturation",
+            direct_sat.get("cpu_us_per_request", {}).get("service", math.nan),
+            500.0,
+            "us",
+            at_most=True,
+        ),
+        Target(
             "orders confirmed per second, highest sustained rate",
+            saga["sustained_confirmed_per_s"],
+            150.0,
+            "orders/s",
+            at_most=False,
+        ),
+        Target(
+            "the same, the project's goal",
             saga["sustained_confirmed_per_s"],
             300.0,
             "orders/s",
             at_most=False,
+        ),
+        Target(
+            "CPU per confirmed order, all processes (every request traced)",
+            saga["cpu_ms_per_order"]["total"],
+            10.0,
+            "ms",
+            at_most=True,
         ),
         Target(
             f"p99 placed -> CONFIRMED at {fixed['offered_per_s']:.0f} orders/s",

@@ -70,7 +70,7 @@ class Shared:
             http2_options(),
             circuit_breakers(settings),
             outlier_detection(settings),
-            tracing(service_name),
+            tracing(service_name, settings.trace_sampling_percent),
         )
 
 
@@ -142,8 +142,10 @@ def http_connection_manager(
     }
 
 
-def tracing(service_name: str) -> Json:
-    """Spans for every request, W3C traceparent in and out, exported over OTLP/gRPC."""
+def tracing(service_name: str, sampling_percent: float) -> Json:
+    """Spans, W3C traceparent in and out, exported over OTLP/gRPC. A request without a
+    sampling decision starts a trace at `sampling_percent` (runtime key
+    `tracing.random_sampling`: the bench changes it through the admin API)."""
     return {
         "provider": {
             "name": "envoy.tracers.opentelemetry",
@@ -153,8 +155,8 @@ def tracing(service_name: str) -> Json:
                 service_name=service_name,
             ),
         },
-        # Sample everything: a local mesh is for seeing whole journeys.
-        "random_sampling": {"value": 100},
+        # Everything by default: a local mesh is for seeing whole journeys.
+        "random_sampling": {"value": sampling_percent},
     }
 
 

@@ -72,6 +72,10 @@ class Settings:
 
     # Where spans go (host:port, OTLP/gRPC); empty means the mesh's own trace sink.
     otlp_target: str = ""
+    # Percent of requests arriving without a sampling decision that start a trace. Envoy
+    # follows a sampled parent's decision; the services sample parent-based. So the
+    # gateway, where every client request starts its trace, decides for the whole path.
+    trace_sampling_percent: float = 100.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -88,10 +92,34 @@ class Settings:
             if value <= 0:
                 raise ValueError(f"{variable} must be a positive integer, got {raw!r}")
             changes[name] = value
-        return replace(cls(), **changes, otlp_target=env.get(OTLP_TARGET_ENV, ""))
+        return replace(
+            cls(),
+            **changes,
+            otlp_target=env.get(OTLP_TARGET_ENV, ""),
+            trace_sampling_percent=sampling_percent(env),
+        )
 
     def as_dict(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def sampling_percent(env: Mapping[str, str]) -> float:
+    """The OpenTelemetry SDK's standard sampler variables as Envoy's percentage, so one
+    setting (`OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1`)
+    samples the Envoys and the services alike. Unset: everything (the SDK's default)."""
+    sampler = env.get("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+    if sampler in ("always_off", "parentbased_always_off"):
+        return 0.0
+    if sampler in ("traceidratio", "parentbased_traceidratio"):
+        raw = env.get("OTEL_TRACES_SAMPLER_ARG", "1.0")
+        try:
+            ratio = float(raw)
+        except ValueError:
+            raise ValueError(f"OTEL_TRACES_SAMPLER_ARG must be a ratio, got {raw!r}") from None
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"OTEL_TRACES_SAMPLER_ARG must be in [0, 1], got {raw!r}")
+        return ratio * 100
+    return 100.0
 
 
 def duration(seconds: float) -> str:

@@ -159,3 +159,44 @@ def test_only_instances_with_a_contract_get_a_sidecar(tmp_path: Path) -> None:
     jwks = jwt["typed_config"]["providers"]["shopmesh"]["local_jwks"]["filename"]
     assert Path(jwks).name == render.PLACEHOLDER_JWKS
     _validate(tmp_path / "envoy" / "gateway.yaml")
+
+
+@pytest.mark.parametrize(
+    ("environ", "percent"),
+    [
+        ({}, 100.0),
+        (
+            {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+            10.0,
+        ),
+        ({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25"}, 25.0),
+        ({"OTEL_TRACES_SAMPLER": "parentbased_always_off"}, 0.0),
+        ({"OTEL_TRACES_SAMPLER": "always_on", "OTEL_TRACES_SAMPLER_ARG": "0.1"}, 100.0),
+    ],
+)
+def test_envoys_sample_as_the_standard_otel_variables_say(
+    tmp_path: Path, environ: dict[str, str], percent: float
+) -> None:
+    settings = Settings.from_env(environ)
+    assert settings.trace_sampling_percent == pytest.approx(percent)
+    layout = Layout(tmp_path)
+    _write_jwks(layout)
+    paths = render.prepare(MeshPlan.of(load_topology(environ={})), layout, settings)
+    traced = 0
+    for path in paths:
+        config = yaml.safe_load(path.read_text())
+        for listener in config["static_resources"]["listeners"]:
+            for chain in listener["filter_chains"]:
+                hcm = chain["filters"][0]["typed_config"]
+                if "tracing" in hcm:
+                    assert hcm["tracing"]["random_sampling"] == {"value": pytest.approx(percent)}
+                    traced += 1
+    assert traced >= len(paths)  # the gateway and every sidecar's listeners trace
+
+
+@pytest.mark.parametrize("ratio", ["1.5", "-0.1", "a tenth"])
+def test_a_sampling_ratio_out_of_range_is_refused(ratio: str) -> None:
+    with pytest.raises(ValueError, match="OTEL_TRACES_SAMPLER_ARG"):
+        Settings.from_env(
+            {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": ratio}
+        )
