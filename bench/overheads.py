@@ -15,7 +15,9 @@ traceparent and the caller's identity), and reads each server's CPU time (all th
 the span exporter's too) from the start of its calls to the start of its next ones, the
 other servers' turns in between, so that the export of the spans, half a second later,
 is counted with the calls that made them. Client layers are measured in
-a caller process (`call`) against the bare server, from its own CPU time. The spans and
+a caller process (`call`) against the bare server, from its own CPU time (with the
+export of its spans): `client-bare` calls the stub directly, the others through
+`shopmesh.clients.call` as the services do. The spans and
 metrics go over OTLP to a sink in the driver that answers without decoding them.
 Configurations take turns, `--rounds` times; a figure is the median of its rounds.
 """
@@ -53,7 +55,7 @@ from shop.inventory.v1 import inventory_pb2 as inv
 from shop.order.v1 import order_pb2 as order
 
 from shopmesh import clients, logs, rpc, telemetry
-from shopmesh.identity import ROLE_HEADER, USER_ID_HEADER
+from shopmesh.identity import ROLE_HEADER, USER_ID_HEADER, service_metadata
 
 PLACE = "/shop.order.v1.OrderService/PlaceOrder"
 GET = "/shop.inventory.v1.InventoryService/GetProduct"
@@ -63,7 +65,8 @@ HEALTH = "grpc.health.v1.Health"
 EXPORT_DELAY = 1.0
 USER_ID = "3f0c7c7e-8f3e-4c55-9f55-4e8c0b6d2a11"
 
-# Server configurations: one layer each on a bare server, then the whole stack.
+# Server configurations: one layer each on a bare server, then the whole stack, and the
+# stack for callers whose trace is not sampled (`-unsampled`: traceparent flags 00).
 SERVER_LAYERS = (
     "bare",
     "noop-interceptor",
@@ -73,6 +76,7 @@ SERVER_LAYERS = (
     "span-otel-lib",
     "span",
     "stack",
+    "stack-unsampled",
 )
 # Caller configurations, against the bare server.
 CLIENT_LAYERS = ("client-bare", "client-noop-interceptor", "client-otel-lib", "client")
@@ -243,16 +247,20 @@ def _after(record: Callable[[str, float], None]) -> Around:
 def _lean_span() -> Around:
     """The server span `rpc.ServiceInterceptor` opens (shopmesh.telemetry), alone."""
     spans: dict[str, telemetry.ServerSpans] = {}
+    tracer = telemetry.tracer()
 
     async def around(
         method: str, inner: UnaryHandler, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
-        of_method = spans.get(method) or spans.setdefault(method, telemetry.ServerSpans(method))
-        started = of_method.start(context.invocation_metadata())
+        of_method = spans.get(method) or spans.setdefault(
+            method, telemetry.ServerSpans(method, tracer)
+        )
+        span, token = of_method.start(context.invocation_metadata())
         try:
             return await inner(request, context)
         finally:
-            of_method.end(started, context.code() or grpc.StatusCode.OK, context.details())
+            code = context.code() or grpc.StatusCode.OK
+            of_method.end(span, token, code, context.details())
 
     return around
 
@@ -279,7 +287,7 @@ def _interceptors(layer: str) -> list[Any]:
         return [aio_server_interceptor(filter_=filters.negate(filters.service_name(HEALTH)))]
     if layer == "span":
         return [_OneLayer(_lean_span())]
-    if layer == "stack":
+    if layer in ("stack", "stack-unsampled"):
         return [rpc.ServiceInterceptor()]  # what shopmesh.server.serve installs
     raise ValueError(f"unknown layer {layer}")
 
@@ -345,7 +353,7 @@ async def _caller(layer: str, target: str, calls: int, concurrency: int) -> floa
 
     async def send() -> None:
         if layer == "client-bare":
-            await stub(request, timeout=2.0, metadata=((USER_ID_HEADER, "order-1"),))
+            await stub(request, timeout=2.0, metadata=service_metadata("order-1"))
         else:
             await clients.call(
                 "inventory", stub, request, instance="order-1", context=None, timeout=2.0
@@ -452,8 +460,10 @@ def _servers(layers: Sequence[str], sink_port: int, log_dir: Path) -> Iterator[d
 async def _drive(server: Server, method: str, calls: int, concurrency: int) -> None:
     """`calls` calls of `method`, `concurrency` at a time, as the gateway sends them."""
     request = (place_request() if method == PLACE else get_request()).SerializeToString()
-    # A sampled trace context, a new parent span per call, and the verified caller.
-    parents = [f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01" for _ in range(512)]
+    # A trace context (a new parent span per call, sampled but for `-unsampled` layers)
+    # and the verified caller.
+    flags = "00" if server.layer.endswith("-unsampled") else "01"
+    parents = [f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-{flags}" for _ in range(512)]
     turn = itertools.cycle(parents)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = channel.unary_unary(method)
@@ -575,9 +585,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     call.add_argument("layer", choices=CLIENT_LAYERS)
     call.add_argument("target")
     for command in (parser, call):
-        command.add_argument("--calls", type=int, default=2000)
+        command.add_argument("--calls", type=int, default=1500)
         command.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="300 calls, one round")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)

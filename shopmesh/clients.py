@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from shopmesh import telemetry
 from shopmesh.errors import DeadlineExceeded, NotFound, Unavailable
 from shopmesh.identity import service_metadata
 
@@ -48,5 +49,6 @@ async def call(
 
 
 def channel(target: str) -> grpc.aio.Channel:
-    """A channel to a dependency (through this instance's sidecar egress in the mesh)."""
-    return grpc.aio.insecure_channel(target)
+    """A channel to a dependency (through this instance's sidecar egress in the mesh);
+    each call on it gets a client span and sends its trace context."""
+    return grpc.aio.insecure_channel(target, interceptors=telemetry.client_interceptors())

@@ -1,9 +1,11 @@
-"""One gRPC server interceptor for every service: validate, then map errors to codes.
+"""One gRPC server interceptor for every service: trace, validate, map errors, measure, log.
 
 Every unary request is checked against its protovalidate rules before the servicer
 sees it; a violation answers INVALID_ARGUMENT with a `google.rpc.BadRequest` listing
 each field. Domain errors become their gRPC codes; anything unexpected becomes INTERNAL
-with a short message, and the traceback goes to the log only.
+with a short message, and the traceback goes to the log only. The same wrapper opens
+the call's server span (shopmesh.telemetry), records `rpc.server.duration` and writes
+the call's log line (`python -m bench.overheads` measures what each costs).
 
 Errors are sent with `context.abort` before any response message, so the status travels
 in the response headers (a trailers-only response): Envoy counts a gRPC error for
@@ -23,9 +25,9 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from opentelemetry import metrics
+from opentelemetry import metrics, trace
 
-from shopmesh import errors
+from shopmesh import errors, telemetry
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +43,6 @@ _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
 }
 
 _validator = protovalidate.Validator()
-
-# Per-RPC latency; its count per status code gives requests and errors.
-_duration = metrics.get_meter("shopmesh.rpc").create_histogram(
-    "rpc.server.duration", unit="ms", description="Time to answer one RPC, by method and code"
-)
 
 # What a servicer method receives beside its request.
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -82,20 +79,25 @@ def nul_fields(message: Message, prefix: str = "") -> Iterator[str]:
                 yield at
 
 
-def bad_request(message: Message) -> status_pb2.Status | None:
-    """The INVALID_ARGUMENT status for `message`, or None when it is valid."""
+def bad_request(message: Message, *, may_hold_nul: bool = True) -> status_pb2.Status | None:
+    """The INVALID_ARGUMENT status for `message`, or None when it is valid.
+
+    `may_hold_nul=False` skips the walk for NUL characters: the caller knows the
+    message's wire bytes hold no 0x00 byte, and UTF-8 encodes U+0000 as just that.
+    """
     violations = [
         error_details_pb2.BadRequest.FieldViolation(
             field=field_path(v), description=f"{v.proto.message} [{v.proto.rule_id}]"
         )
         for v in _validator.collect_violations(message)
     ]
-    violations += [
-        error_details_pb2.BadRequest.FieldViolation(
-            field=path, description="must not contain NUL characters [shopmesh.no_nul]"
-        )
-        for path in nul_fields(message)
-    ]
+    if may_hold_nul:
+        violations += [
+            error_details_pb2.BadRequest.FieldViolation(
+                field=path, description="must not contain NUL characters [shopmesh.no_nul]"
+            )
+            for path in nul_fields(message)
+        ]
     if not violations:
         return None
     details = error_details_pb2.BadRequest(field_violations=violations)
@@ -113,51 +115,106 @@ async def abort_with(
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 
-def _wrap(behavior: UnaryBehavior, method: str) -> UnaryBehavior:
-    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        started = time.perf_counter()
-        try:
-            return await _handle(request, context)
-        finally:
-            code = context.code() or grpc.StatusCode.OK
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            _duration.record(
-                elapsed_ms, {"rpc.method": method, "rpc.grpc.status_code": code.value[0]}
-            )
-            # One line per call, inside its span: `shopmesh logs --trace` finds it.
-            log.info("%s %s %.1fms", method, code.name, elapsed_ms)
+def noting_nul(
+    deserializer: Callable[[bytes], Any] | None,
+) -> Callable[[bytes], tuple[Any, bool]]:
+    """`deserializer`, returning the request and whether its wire bytes hold a 0x00.
 
-    async def _handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        invalid = bad_request(request)
-        if invalid is not None:
-            await abort_with(context, invalid)
-        try:
-            return await behavior(request, context)
-        except errors.DomainError as error:
-            code = next(c for kind, c in _CODES.items() if isinstance(error, kind))
-            await context.abort(code, str(error))
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("unexpected error in %s", method)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+    Checking the bytes grpc already has costs a memchr; walking every string field of
+    the message for a NUL costs about as much as protovalidate itself. Without a 0x00
+    byte no string can hold a NUL, so most requests skip the walk.
+    """
 
-    return handle
+    def deserialize(data: bytes) -> tuple[Any, bool]:
+        return (data if deserializer is None else deserializer(data)), b"\x00" in data
+
+    return deserialize
 
 
-class ValidationAndErrorsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Everything a service does around each of its unary calls, in one wrapper.
+
+    The server span (with the caller's W3C context), validation, the mapping of errors
+    to codes, the `rpc.server.duration` metric and one log line inside the span. One
+    interceptor rather than a stack of them, and its wrapper built once per method:
+    every grpc.aio interceptor costs each call a coroutine and a new method handler.
+    Health and reflection are not ours to validate or trace; streaming RPCs have no
+    rules (and the shop has none).
+    """
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        # Made here, after `telemetry.configure` installed the providers (tests pass theirs).
+        self._tracer = telemetry.tracer(tracer_provider)
+        self._duration = metrics.get_meter(
+            "shopmesh.rpc", meter_provider=meter_provider
+        ).create_histogram(
+            "rpc.server.duration",
+            unit="ms",
+            description="Time to answer one RPC, by method and code",
+        )
+        # method -> (the servicer's handler, our wrapper around it)
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        # Health and reflection are not ours to validate; streaming RPCs have no rules.
+        method: str = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         if handler is None or handler.unary_unary is None or not method.startswith("/shop."):
             return handler
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap(handler.unary_unary, method),
-            request_deserializer=handler.request_deserializer,
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._wrap(handler.unary_unary, method),
+            request_deserializer=noting_nul(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+        spans = telemetry.ServerSpans(method, self._tracer)
+        duration = self._duration
+        # The metric's attributes by code, made once each.
+        labels: dict[grpc.StatusCode, dict[str, Any]] = {}
+
+        async def handle(
+            received: tuple[Any, bool], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Any:
+            request, may_hold_nul = received
+            started = time.perf_counter()
+            span, token = spans.start(context.invocation_metadata())
+            try:
+                invalid = bad_request(request, may_hold_nul=may_hold_nul)
+                if invalid is not None:
+                    await abort_with(context, invalid)
+                return await behavior(request, context)
+            except errors.DomainError as error:
+                code = next(c for kind, c in _CODES.items() if isinstance(error, kind))
+                await context.abort(code, str(error))
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                log.exception("unexpected error in %s", method)
+                span.record_exception(error)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+            finally:
+                code = context.code() or grpc.StatusCode.OK
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                attributes = labels.get(code)
+                if attributes is None:
+                    attributes = {"rpc.method": method, "rpc.grpc.status_code": code.value[0]}
+                    labels[code] = attributes
+                duration.record(elapsed_ms, attributes)
+                # One line per call, inside its span: `shopmesh logs --trace` finds it.
+                log.info("%s %s %.1fms", method, code.name, elapsed_ms)
+                spans.end(span, token, code, context.details())
+
+        return handle

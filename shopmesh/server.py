@@ -20,12 +20,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from shopmesh import logs, telemetry
+from shopmesh import clients, logs, telemetry
 from shopmesh.bus import run_bus
 from shopmesh.config import ServiceConfig
 from shopmesh.db import Database
 from shopmesh.events import Subscription
-from shopmesh.rpc import ValidationAndErrorsInterceptor
+from shopmesh.rpc import ServiceInterceptor
 from shopmesh.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -94,13 +94,10 @@ async def serve(
     stop = stop or asyncio.Event()
     runtime = Runtime(config=config, db=Database(config.db_url))
     for dependency in spec.dependencies:
-        runtime.channels[dependency] = grpc.aio.insecure_channel(
-            config.upstream(dependency), interceptors=telemetry.client_interceptors()
-        )
+        runtime.channels[dependency] = clients.channel(config.upstream(dependency))
 
-    server = grpc.aio.server(
-        interceptors=[telemetry.server_interceptor(), ValidationAndErrorsInterceptor()]
-    )
+    # One interceptor: span, validation, errors, metric and log line (shopmesh.rpc).
+    server = grpc.aio.server(interceptors=[ServiceInterceptor()])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     spec.register(server, runtime)

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from shop.order.v1 import order_pb2 as pb
 
-from shopmesh.rpc import bad_request, nul_fields
+from shopmesh.rpc import bad_request, noting_nul, nul_fields
 
 pytestmark = pytest.mark.unit
 
@@ -27,3 +27,21 @@ def test_a_nul_alone_makes_a_request_invalid() -> None:
     status = bad_request(pb.CancelOrderRequest(order_id=valid.order_id, reason="no\x00"))
     assert status is not None
     assert status.message == "invalid reason"
+
+
+def test_only_wire_bytes_with_a_zero_byte_need_the_nul_walk() -> None:
+    deserialize = noting_nul(pb.PlaceOrderRequest.FromString)
+    clean = pb.PlaceOrderRequest(
+        idempotency_key="key-000001", lines=[pb.OrderLineInput(product_id="sku-mug", quantity=1)]
+    )
+    assert deserialize(clean.SerializeToString()) == (clean, False)
+    # An empty line is a zero-length message on the wire: a 0x00 byte, but no NUL.
+    empty_line = pb.PlaceOrderRequest(idempotency_key="key-000001", lines=[pb.OrderLineInput()])
+    message, may_hold_nul = deserialize(empty_line.SerializeToString())
+    assert may_hold_nul
+    assert list(nul_fields(message)) == []
+    with_nul = pb.PlaceOrderRequest(idempotency_key="key\x00")
+    assert deserialize(with_nul.SerializeToString())[1]
+    status = bad_request(with_nul, may_hold_nul=True)
+    assert status is not None
+    assert "idempotency_key" in status.message
