@@ -52,7 +52,8 @@ class UnitOfWork:
         self.db = db
         self.producer = producer
         self._outbox_signal = outbox_signal
-        self._pending: list[tuple[str, Message]] = []
+        # (subject, event, traceparent of the span that emitted it)
+        self._pending: list[tuple[str, Message, str]] = []
         self._transaction: AbstractAsyncContextManager[Connection] | None = None
 
     @classmethod
@@ -89,7 +90,8 @@ class UnitOfWork:
         meta.event_id = event_id
         meta.producer = self.producer
         meta.occurred_at.FromDatetime(now())
-        self._pending.append((subject_of(event), event))
+        # Its own trace, not the commit's: a consumer's batch commits many messages' events.
+        self._pending.append((subject_of(event), event, current_traceparent()))
         return event_id
 
     async def commit(self) -> None:
@@ -112,10 +114,10 @@ class UnitOfWork:
                         "subject": subject,
                         "event_type": event.DESCRIPTOR.full_name,
                         "payload": event.SerializeToString(deterministic=True),
-                        "traceparent": current_traceparent(),
+                        "traceparent": traceparent,
                         "created_at": now(),
                     }
-                    for subject, event in self._pending
+                    for subject, event, traceparent in self._pending
                 ],
             )
         await self.conn.commit()

@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import PubAck, RawStreamMsg
+from opentelemetry.sdk.trace import TracerProvider
 from shop.common.v1 import common_pb2
 from shop.inventory.v1 import events_pb2 as inventory_events
 from shop.inventory.v1 import inventory_pb2
@@ -495,3 +496,20 @@ async def test_the_relay_retries_only_what_was_not_acknowledged(
     # Each once; the failed one late: the order guarantee across a failed publish.
     assert rejected_orders(found) == order_ids[:3] + order_ids[4:] + order_ids[3:4]
     assert await unpublished(db) == 0
+
+
+async def test_each_emitted_event_keeps_the_trace_it_was_emitted_in(db: Database) -> None:
+    """A batch commits many messages' events at once; each continues its own trace."""
+    provider = TracerProvider()
+    tracer = provider.get_tracer("test")
+    emitted_in: list[str] = []
+    async with UnitOfWork(db, "inventory-1") as unit:
+        for order_id in ("o-1", "o-2"):
+            with tracer.start_as_current_span(f"{order_id} process") as span:
+                emitted_in.append(f"{span.get_span_context().trace_id:032x}")
+                unit.emit(inventory_events.StockReleased(order_id=order_id))
+        await unit.commit()  # outside both spans
+    async with db.reader.connect() as conn:
+        stored = [row.traceparent for row in await conn.execute(sa.select(outbox.c.traceparent))]
+    assert [tp.split("-")[1] for tp in stored] == emitted_in
+    assert emitted_in[0] != emitted_in[1]
