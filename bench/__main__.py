@@ -131,7 +131,7 @@ def measure(mode: Mode, var: Path, console: Console) -> dict[str, Any]:
                 sampler.start()
                 spans_before = span_count(mesh)
                 fixed_sampled = load.step(
-                    "fixed-10%", mode.saga.fixed_rate, mode.saga.fixed_seconds, progress
+                    "fixed-sampled", mode.saga.fixed_rate, mode.saga.fixed_seconds, progress
                 )
                 sampled_load = sampler.stop()
                 sampled_traces = span_count(mesh, "/shop.order.v1.OrderService/PlaceOrder")

@@ -64,6 +64,12 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
             assert figure(step[key]), (key, step)
     assert saga["consistency"]["ok"], saga["consistency"]["problems"]
     assert saga["cpu_ms_per_order"]["total"] > 0
+    # The same fixed step again, with the gateway sampling one trace in ten.
+    sampled = saga["sampled"]
+    assert sampled["percent"] == 10
+    assert sampled["fixed"]["confirmed"] > 0, sampled
+    assert sampled["cpu_ms_per_order"]["total"] > 0
+    assert 0 <= sampled["traced_orders"] < sampled["fixed"]["orders"], sampled
 
     for window in ("idle", "saga"):
         kinds = result["resources"][window]["kinds"]
@@ -71,6 +77,6 @@ def test_quick_bench_produces_every_figure(tmp_path: Path) -> None:
             assert figure(kinds[kind]["cpu_percent_total"]), (window, kind)
             assert kinds[kind]["rss_mb_max"] > 0, (window, kind)
 
-    assert len(result["targets"]) == 7
+    assert len(result["targets"]) == 10
     for target in result["targets"]:
         assert figure(target["measured"]), target
