@@ -133,6 +133,20 @@ async def ensure_streams(js: JetStreamContext, settings: BusSettings) -> None:
             await js.update_stream(config)
 
 
+# Built once: the relay runs these for every batch.
+_UNPUBLISHED = (
+    sa.select(outbox)
+    .where(outbox.c.published_at.is_(None))
+    .order_by(outbox.c.seq)
+    .limit(sa.bindparam("batch"))
+)
+_MARK = (
+    sa.update(outbox)
+    .where(outbox.c.seq == sa.bindparam("row_seq"))
+    .values(published_at=sa.bindparam("acked_at"))
+)
+
+
 class Relay:
     """Publishes a service's outbox rows in order; wakes when a unit of work commits.
 
@@ -153,6 +167,7 @@ class Relay:
 
     # How long a batch's acks may take, all together.
     ACK_TIMEOUT = 5.0
+    BATCH = 200
 
     def __init__(self, db: Database, js: JetStreamContext, signal: asyncio.Event) -> None:
         self.db = db
@@ -171,24 +186,19 @@ class Relay:
                 log.warning("relay: publish failed (%s); retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)
                 continue
-            if published == 0:
-                # Sleep until a local commit signals, or poll now and then for rows written
-                # by another instance sharing this database.
+            if published < self.BATCH:
+                # All caught up: sleep until a local commit signals (it may have already,
+                # while this batch was out), or poll now and then for rows written by
+                # another instance sharing this database. Querying again at once found
+                # nothing almost every time and cost a read per event.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.signal.wait(), timeout=1.0)
                 self.signal.clear()
 
-    async def publish_pending(self, batch: int = 200) -> int:
-        """Publish up to `batch` unpublished rows in order; the number published."""
+    async def publish_pending(self) -> int:
+        """Publish up to BATCH unpublished rows in order; the number published."""
         async with self.db.reader.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(outbox)
-                    .where(outbox.c.published_at.is_(None))
-                    .order_by(outbox.c.seq)
-                    .limit(batch)
-                )
-            ).all()
+            rows = (await conn.execute(_UNPUBLISHED, {"batch": self.BATCH})).all()
         acked_at: dict[int, datetime] = {}  # seq -> time of its ack, filled as acks arrive
         in_flight: list[asyncio.Future[PubAck]] = []
         failure: BaseException | None = None
@@ -215,14 +225,9 @@ class Relay:
             # (docs/benchmarks.md). A crash before this write re-publishes the batch:
             # JetStream drops the copies (same Nats-Msg-Id), consumers skip what they did.
             if acked_at:
-                mark = (
-                    sa.update(outbox)
-                    .where(outbox.c.seq == sa.bindparam("row_seq"))
-                    .values(published_at=sa.bindparam("acked_at"))
-                )
                 async with self.db.writer.begin() as conn:
                     await conn.execute(
-                        mark, [{"row_seq": seq, "acked_at": at} for seq, at in acked_at.items()]
+                        _MARK, [{"row_seq": seq, "acked_at": at} for seq, at in acked_at.items()]
                     )
         if failure is not None:
             raise failure

@@ -199,23 +199,34 @@ def _raw(conn: sa.Connection) -> sqlite3.Connection:
 
 
 class _SqliteReader:
-    """Read transactions (`BEGIN` deferred: one snapshot per block) on pooled connections."""
+    """Read transactions (`BEGIN` deferred: one snapshot per block) on connections kept
+    open: a free list, because the engine's pool checkout and return cost more than the
+    primary-key read they wrap (bench/profile.py)."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self._idle: list[sa.Connection] = []
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[Connection]:
-        with self.engine.connect() as conn:
-            _raw(conn).execute("BEGIN")
-            try:
-                yield _OnLoop(conn)
-            finally:
-                conn.rollback()
-                _raw(conn).rollback()
+        conn = self._idle.pop() if self._idle else self.engine.connect()
+        raw = _raw(conn)
+        raw.execute("BEGIN")
+        try:
+            yield _OnLoop(conn)
+        except BaseException:
+            conn.close()  # in whatever state the error left it: not reused
+            raise
+        conn.rollback()
+        raw.rollback()
+        self._idle.append(conn)
 
     def begin(self) -> AbstractAsyncContextManager[Connection]:
         return self.connect()  # nothing to commit in a read
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
 
 
 class _SqliteWriter:
@@ -271,7 +282,8 @@ class _SqliteWriter:
 class _SqliteFile:
     def __init__(self, url: sa.URL) -> None:
         # Readers may meet a checkpoint briefly; the writer never waits in SQLite (above).
-        self._read_engine = sa.create_engine(url)
+        # The reader keeps its own free list; no pool limit that could block the loop.
+        self._read_engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
         self._write_engine = sa.create_engine(url, poolclass=sa.pool.StaticPool)
         sa.event.listen(self._read_engine, "connect", lambda c, _r: _pragmas(c, 1000))
         sa.event.listen(self._write_engine, "connect", lambda c, _r: _pragmas(c, 0))
@@ -280,6 +292,7 @@ class _SqliteFile:
 
     def close(self) -> None:
         self.writer.close()
+        self.reader.close()
         self._write_engine.dispose()
         self._read_engine.dispose()
 
